@@ -1,0 +1,47 @@
+"""candor: run GGUF models locally on upstream llama.cpp, honest about what each model is.
+
+    import candor
+    with candor.load() as model:                 # the embedded default model
+        for chunk in model.generate("Once upon a time", max_tokens=40):
+            print(chunk.text, end="", flush=True)
+"""
+
+__version__ = "0.1.0"
+
+from candor.errors import (  # noqa: E402
+    CandorError,
+    ContextOverflow,
+    EngineError,
+    InvalidModelFile,
+    InvalidParameter,
+    ModelClosed,
+    ModelLoadError,
+    ModelNotFound,
+    TemplateError,
+    UnsupportedModel,
+)
+from candor.model import Model, load  # noqa: E402
+from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage  # noqa: E402
+
+__all__ = [
+    "CandorError",
+    "Chunk",
+    "Completion",
+    "ContextOverflow",
+    "EngineError",
+    "FinishReason",
+    "InvalidModelFile",
+    "InvalidParameter",
+    "Message",
+    "Model",
+    "ModelClosed",
+    "ModelLoadError",
+    "ModelNotFound",
+    "SamplingParams",
+    "TemplateError",
+    "Timings",
+    "UnsupportedModel",
+    "Usage",
+    "__version__",
+    "load",
+]

@@ -1,0 +1,7 @@
+"""`python -m candor`."""
+
+import sys
+
+from candor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""`candor doctor`: which llama.cpp build runs, with which backends, and where candor keeps things."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from typing import Any
+
+from candor import __version__
+from candor.config import Settings, describe
+from candor.engine import build_info
+
+EXAMPLE = "example: candor doctor --json"
+
+
+def register(sub: Any) -> None:
+    """Add the `doctor` command."""
+    parser = sub.add_parser(
+        "doctor", help="show the llama.cpp build, backends and settings", description=__doc__, epilog=EXAMPLE
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+    parser.set_defaults(handler=handle)
+
+
+def report() -> dict[str, Any]:
+    """Collect everything doctor shows."""
+    info = build_info()
+    settings = Settings.from_env()
+    return {
+        "candor": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "llama_cpp_python": info.llama_cpp_python,
+        "llama_cpp_commit": info.llama_cpp_commit,
+        "ggml_version": info.ggml_version,
+        "backends": list(info.backends),
+        "devices": list(info.devices),
+        "gpu_offload": info.gpu_offload,
+        "cpu_features": list(info.cpu_features),
+        "threads": settings.threads,
+        "home": str(settings.home),
+        "settings": [{"env": env, "value": value, "description": d} for env, value, d in describe()],
+    }
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Print the report."""
+    data = report()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    out = sys.stdout
+    gpu = "yes" if data["gpu_offload"] else "no (CPU only; see the README to build a GPU backend)"
+    rows = [
+        ("candor", data["candor"]),
+        ("python", f"{data['python']} on {data['platform']}"),
+        ("llama-cpp-python", data["llama_cpp_python"]),
+        ("llama.cpp build", f"commit {data['llama_cpp_commit']} (ggml {data['ggml_version']})"),
+        ("backends", ", ".join(data["backends"])),
+        ("devices", ", ".join(data["devices"])),
+        ("GPU offload", gpu),
+        ("CPU features", " ".join(data["cpu_features"]) or "none reported"),
+        ("threads", f"{data['threads']} (CANDOR_THREADS)"),
+        ("candor home", f"{data['home']} (CANDOR_HOME: store, caches, settings)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}", file=out)
+    print("\nsettings (environment variables; command-line flags override them):", file=out)
+    for row in data["settings"]:
+        print(f"  {row['env']:<18} {row['value']:<24} {row['description']}", file=out)
+    return 0

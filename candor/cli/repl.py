@@ -1,0 +1,195 @@
+"""The interactive chat of `candor run`, with `ollama run`'s slash commands."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from candor.cli.stats import print_stats
+from candor.errors import CandorError, InvalidParameter
+from candor.model import Model
+from candor.types import Message, SamplingParams
+
+HELP = """Available commands:
+  /set system <text>          set the system prompt
+  /set parameter NAME VALUE   set a sampling parameter (/set parameter to list them)
+  /show info|parameters|system|template|license
+  /clear                      forget the conversation
+  /bye                        leave (or Ctrl-D)
+  /?, /help                   this help
+Ctrl-C stops the current answer. Start and end a multi-line message with \"\"\"."""
+
+# Ollama's parameter names -> SamplingParams fields, with the type each value parses as.
+PARAMETERS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "temperature": ("temperature", float),
+    "top_k": ("top_k", int),
+    "top_p": ("top_p", float),
+    "min_p": ("min_p", float),
+    "typical_p": ("typical_p", float),
+    "repeat_penalty": ("repeat_penalty", float),
+    "repeat_last_n": ("repeat_last_n", int),
+    "presence_penalty": ("presence_penalty", float),
+    "frequency_penalty": ("frequency_penalty", float),
+    "seed": ("seed", int),
+    "num_predict": ("max_tokens", int),
+}
+
+
+class ChatSession:
+    """The state of one interactive chat: history, system prompt and sampling settings."""
+
+    def __init__(self, model: Model, params: SamplingParams, *, system: str | None, raw: bool,
+                 verbose: bool, out: TextIO) -> None:
+        self.model = model
+        self.params = params
+        self.system = system
+        self.raw = raw
+        self.verbose = verbose
+        self.out = out
+        self.history: list[Message] = []
+
+    def messages(self) -> list[Message]:
+        """The conversation as the model sees it."""
+        system = [Message("system", self.system)] if self.system else []
+        return [*system, *self.history]
+
+    def ask(self, text: str) -> None:
+        """Stream one answer; Ctrl-C stops it and keeps what was shown."""
+        self.history.append(Message("user", text))
+        parts: list[str] = []
+        last = None
+        stream = (self.model.generate(text, params=self.params) if self.raw
+                  else self.model.chat(self.messages(), params=self.params))
+        try:
+            for chunk in stream:
+                if chunk.text:
+                    parts.append(chunk.text)
+                    self.out.write(chunk.text)
+                    self.out.flush()
+                last = chunk
+        except KeyboardInterrupt:
+            stream.close()
+            self.out.write(" [stopped]")
+        except CandorError:
+            self.history.pop()
+            raise
+        self.out.write("\n\n")
+        self.out.flush()
+        self.history.append(Message("assistant", "".join(parts)))
+        if self.verbose and last is not None:
+            print_stats(last, sys.stderr)
+
+    def command(self, line: str) -> bool:
+        """Run a slash command; return False when the chat should end."""
+        words = line.split(maxsplit=2)
+        name = words[0].lower()
+        if name in ("/bye", "/exit", "/quit"):
+            return False
+        if name in ("/?", "/help"):
+            print(HELP, file=self.out)
+        elif name == "/clear":
+            self.history.clear()
+            print("Cleared session context", file=self.out)
+        elif name == "/set":
+            self._set(words[1:])
+        elif name == "/show":
+            self._show(words[1] if len(words) > 1 else "")
+        else:
+            print(f"Unknown command '{words[0]}'. Type /? for help", file=self.out)
+        return True
+
+    def _set(self, words: list[str]) -> None:
+        if words and words[0] == "system" and len(words) == 2:
+            self.system = words[1]
+            print("Set system message.", file=self.out)
+        elif words and words[0] == "parameter" and len(words) == 2 and len(words[1].split()) == 2:
+            key, value = words[1].split()
+            self._set_parameter(key, value)
+        elif words and words[0] == "parameter":
+            print("Usage: /set parameter NAME VALUE, where NAME is one of: " + ", ".join(PARAMETERS),
+                  file=self.out)
+        else:
+            print("Usage: /set system <text> | /set parameter NAME VALUE", file=self.out)
+
+    def _set_parameter(self, key: str, value: str) -> None:
+        if key == "num_ctx":
+            print("num_ctx is fixed when the model loads; restart with --ctx N", file=self.out)
+            return
+        if key == "stop":
+            self.params = self.params.with_overrides(stop=(*self.params.stop, value))
+            print(f"Set parameter 'stop' to {list(self.params.stop)}", file=self.out)
+            return
+        if key not in PARAMETERS:
+            print(f"Unknown parameter '{key}'; known: {', '.join(PARAMETERS)}, stop, num_ctx", file=self.out)
+            return
+        field, parse = PARAMETERS[key]
+        try:
+            self.params = self.params.with_overrides(**{field: parse(value)})
+        except (ValueError, InvalidParameter) as exc:
+            print(f"Could not set {key}: {exc}", file=self.out)
+            return
+        print(f"Set parameter '{key}' to '{value}'", file=self.out)
+
+    def _show(self, what: str) -> None:
+        card = self.model.card
+        if what == "info":
+            print(card.summary(), file=self.out)
+            print(card.lineage(), file=self.out)
+            print(f"context window: {self.model.n_ctx} tokens; chat format: {self.model.chat_format.describe()}",
+                  file=self.out)
+        elif what == "parameters":
+            for key, (field, _) in PARAMETERS.items():
+                print(f"{key:<18} {getattr(self.params, field)}", file=self.out)
+            print(f"{'stop':<18} {list(self.params.stop)}", file=self.out)
+        elif what == "system":
+            print(self.system or "No system message was specified.", file=self.out)
+        elif what == "template":
+            print(self.model.chat_format.template, file=self.out)
+        elif what == "license":
+            print(card.license or "The model's metadata names no licence.", file=self.out)
+        else:
+            print("Usage: /show info|parameters|system|template|license", file=self.out)
+
+
+def read_message(prompt: str) -> str:
+    """Read one message; a line starting with three quotes reads until the closing quotes."""
+    line = input(prompt)
+    if not line.startswith('"""'):
+        return line
+    lines = [line[3:]]
+    while not lines[-1].endswith('"""'):
+        lines.append(input("... "))
+    lines[-1] = lines[-1][: -3]
+    return "\n".join(lines).strip()
+
+
+def chat_loop(model: Model, params: SamplingParams, *, system: str | None, raw: bool, verbose: bool) -> int:
+    """Run the interactive chat until /bye or Ctrl-D."""
+    try:
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:  # not on every platform
+        pass
+    session = ChatSession(model, params, system=system, raw=raw, verbose=verbose, out=sys.stdout)
+    if not raw and model.chat_format.is_fallback:
+        print(f"note: {model.chat_format.describe()}", file=sys.stderr)
+    print("Chatting with " + model.card.summary() + ". Type /? for help, /bye to leave.", file=sys.stderr)
+    while True:
+        try:
+            text = read_message(">>> ")
+        except EOFError:
+            print(file=sys.stdout)
+            return 0
+        except KeyboardInterrupt:
+            print("\nUse Ctrl + d or /bye to exit.", file=sys.stdout)
+            continue
+        if not text.strip():
+            continue
+        if text.startswith("/"):
+            if not session.command(text.strip()):
+                return 0
+            continue
+        try:
+            session.ask(text)
+        except CandorError as exc:
+            print(f"Error: {exc}", file=sys.stderr)

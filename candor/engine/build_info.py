@@ -1,0 +1,73 @@
+"""What llama.cpp build is running: versions, commit, backends, devices, CPU features."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import llama_cpp
+from llama_cpp import _ggml
+
+from candor.engine.native import ensure_backend
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """The engine candor runs on, as llama.cpp itself reports it."""
+
+    llama_cpp_python: str
+    ggml_version: str
+    llama_cpp_commit: str
+    backends: tuple[str, ...]
+    devices: tuple[str, ...]
+    gpu_offload: bool
+    system_info: str
+
+    @property
+    def cpu_features(self) -> tuple[str, ...]:
+        """The CPU features llama.cpp was built with and detected (`AVX2`, `NEON`...)."""
+        features = []
+        for part in self.system_info.split("|"):
+            name, _, value = part.partition("=")
+            if value.strip() == "1":
+                features.append(name.split(":")[-1].strip())
+        return tuple(features)
+
+
+def _text_function(name: str, argtypes: list[type] | None = None) -> ctypes._CFuncPtr:
+    func = getattr(_ggml.libggml, name)
+    func.restype = ctypes.c_char_p
+    if argtypes is not None:
+        func.argtypes = argtypes
+    return func  # type: ignore[no-any-return]
+
+
+def build_info() -> BuildInfo:
+    """Ask the loaded llama.cpp/ggml libraries what they are."""
+    ensure_backend()
+    lib = _ggml.libggml
+    lib.ggml_backend_reg_count.restype = ctypes.c_size_t
+    lib.ggml_backend_reg_get.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    reg_name = _text_function("ggml_backend_reg_name", [ctypes.c_void_p])
+    dev_name = _text_function("ggml_backend_dev_name", [ctypes.c_void_p])
+    dev_description = _text_function("ggml_backend_dev_description", [ctypes.c_void_p])
+    backends = tuple(
+        reg_name(lib.ggml_backend_reg_get(i)).decode() for i in range(lib.ggml_backend_reg_count())
+    )
+    devices = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        devices.append(f"{dev_name(dev).decode()} ({dev_description(dev).decode()})")
+    return BuildInfo(
+        llama_cpp_python=llama_cpp.__version__,
+        ggml_version=_text_function("ggml_version")().decode(),
+        llama_cpp_commit=_text_function("ggml_commit")().decode(),
+        backends=backends,
+        devices=tuple(devices),
+        gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+        system_info=llama_cpp.llama_print_system_info().decode().strip(),
+    )

@@ -1,0 +1,127 @@
+"""A llama.cpp context: the KV cache and compute buffers that run one model."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import llama_cpp
+
+from candor.engine.model import NativeModel
+from candor.engine.native import ensure_backend
+from candor.errors import EngineError, ModelClosed, ModelLoadError
+
+# llama_decode return codes (llama.h)
+DECODE_OK = 0
+DECODE_NO_KV_SLOT = 1
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """How a context is sized."""
+
+    n_ctx: int
+    n_batch: int = 512
+    n_threads: int = 2
+    n_seq_max: int = 1
+    embeddings: bool = False
+
+
+class Batch:
+    """A reusable `llama_batch` that holds up to `capacity` tokens."""
+
+    def __init__(self, capacity: int, n_seq_max: int = 1) -> None:
+        self.capacity = capacity
+        self.raw = llama_cpp.llama_batch_init(capacity, 0, n_seq_max)
+        self.n_tokens = 0
+
+    def clear(self) -> None:
+        """Empty the batch for the next step."""
+        self.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq_id: int, wants_logits: bool) -> None:
+        """Append one token of one sequence."""
+        i = self.n_tokens
+        raw = self.raw
+        raw.token[i] = token
+        raw.pos[i] = pos
+        raw.n_seq_id[i] = 1
+        raw.seq_id[i][0] = seq_id
+        raw.logits[i] = wants_logits
+        self.n_tokens = i + 1
+
+    def free(self) -> None:
+        """Release the native arrays (idempotent)."""
+        if self.capacity:
+            llama_cpp.llama_batch_free(self.raw)
+            self.capacity = 0
+
+
+class NativeContext:
+    """Owns a `llama_context*` and the batch that feeds it."""
+
+    def __init__(self, model: NativeModel, config: ContextConfig, *, pooling_type: int = -1) -> None:
+        sink = ensure_backend()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = config.n_ctx
+        params.n_batch = config.n_batch
+        params.n_ubatch = config.n_batch
+        params.n_seq_max = config.n_seq_max
+        params.n_threads = config.n_threads
+        params.n_threads_batch = config.n_threads
+        params.embeddings = config.embeddings
+        params.pooling_type = pooling_type
+        params.no_perf = True
+        mark = sink.mark()
+        handle = llama_cpp.llama_init_from_model(model.handle, params)
+        if not handle:
+            reasons = "; ".join(sink.errors_since(mark)[-3:]) or "no reason was logged"
+            raise ModelLoadError(
+                f"llama.cpp could not create a context of {config.n_ctx} tokens for {model.path}: "
+                f"{reasons}. Try a smaller context (--ctx)."
+            )
+        self._handle: int | None = handle
+        self.model = model
+        self.config = config
+        self.n_ctx: int = llama_cpp.llama_n_ctx(handle)
+        self.memory = llama_cpp.llama_get_memory(handle)
+        self.batch = Batch(config.n_batch, config.n_seq_max)
+
+    @property
+    def handle(self) -> int:
+        """The raw `llama_context*`; raises once closed."""
+        if self._handle is None:
+            raise ModelClosed("this model was closed; load it again with candor.load()")
+        return self._handle
+
+    def close(self) -> None:
+        """Free the KV cache and buffers (idempotent)."""
+        self.batch.free()
+        if self._handle is not None:
+            llama_cpp.llama_free(self._handle)
+            self._handle = None
+
+    def decode(self) -> int:
+        """Run the model on the current batch; 0 on success, 1 when the KV cache has no room."""
+        raw = self.batch.raw
+        raw.n_tokens = self.batch.n_tokens
+        status = int(llama_cpp.llama_decode(self.handle, raw))
+        if status not in (DECODE_OK, DECODE_NO_KV_SLOT):
+            raise EngineError(f"llama_decode failed with status {status}; the model state was reset")
+        return status
+
+    def forget(self, seq_id: int, start: int = 0) -> bool:
+        """Drop a sequence's KV from position `start` on; False if the cache cannot cut there."""
+        return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1))
+
+    def earliest_position(self, seq_id: int) -> int:
+        """The smallest position still held for a sequence (-1 when empty)."""
+        return int(llama_cpp.llama_memory_seq_pos_min(self.memory, seq_id))
+
+    def clear(self) -> None:
+        """Empty the whole KV cache."""
+        llama_cpp.llama_memory_clear(self.memory, True)
+
+    def logits(self, output_index: int) -> ctypes.Array[ctypes.c_float]:
+        """The logits row of the i-th output of the last decode."""
+        return llama_cpp.llama_get_logits_ith(self.handle, output_index)  # type: ignore[no-any-return]

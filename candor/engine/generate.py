@@ -1,0 +1,138 @@
+"""The generation loop for one sequence: prefix reuse, chunked prefill, sampling, streaming text."""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Iterator, Sequence
+
+from candor.engine.context import DECODE_NO_KV_SLOT, NativeContext
+from candor.engine.sampler import SamplerChain
+from candor.errors import ContextOverflow, EngineError, InvalidParameter
+from candor.textstream import StopMatcher
+from candor.types import Chunk, FinishReason, SamplingParams, Timings, Usage
+
+SEQ = 0  # this runner drives a single sequence; the batching scheduler uses many
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest shared prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class SequenceRunner:
+    """Drives one context for one sequence, keeping its KV between calls to reuse prompt prefixes."""
+
+    def __init__(self, context: NativeContext) -> None:
+        self.context = context
+        self.model = context.model
+        self.held: list[int] = []  # tokens whose KV the context holds, in position order
+
+    def check_fits(self, prompt: Sequence[int]) -> None:
+        """Raise ContextOverflow unless the prompt leaves room for at least one generated token."""
+        if len(prompt) >= self.context.n_ctx:
+            raise ContextOverflow(
+                f"the prompt is {len(prompt)} tokens but the context holds {self.context.n_ctx}; "
+                "load the model with a larger context (--ctx / num_ctx) or shorten the prompt"
+            )
+
+    def _reuse_prefix(self, prompt: Sequence[int]) -> int:
+        """Keep the KV of the longest prefix shared with the last call; return its length."""
+        keep = min(common_prefix(self.held, prompt), len(prompt) - 1)  # the last token must be decoded
+        if keep > 0 and self.context.forget(SEQ, keep):
+            # A sliding-window cache may already have dropped the positions the next token attends to.
+            window_start = max(0, keep - self.model.n_swa) if self.model.n_swa > 0 else 0
+            if self.context.earliest_position(SEQ) <= window_start:
+                del self.held[keep:]
+                return keep
+        self.context.clear()
+        self.held.clear()
+        return 0
+
+    def _prefill(self, prompt: Sequence[int], start: int) -> None:
+        """Decode prompt[start:] in batches; the last token's logits are kept for sampling."""
+        batch = self.context.batch
+        step = batch.capacity
+        for begin in range(start, len(prompt), step):
+            end = min(begin + step, len(prompt))
+            batch.clear()
+            for pos in range(begin, end):
+                batch.add(prompt[pos], pos, SEQ, pos == len(prompt) - 1)
+            if self.context.decode() == DECODE_NO_KV_SLOT:
+                self.held.clear()
+                self.context.clear()
+                raise ContextOverflow(
+                    f"the KV cache has no room for a {len(prompt)}-token prompt; use a larger context"
+                )
+            self.held.extend(prompt[begin:end])
+
+    def generate(
+        self, prompt: Sequence[int], params: SamplingParams, *, extra_stop: Sequence[str] = ()
+    ) -> Iterator[Chunk]:
+        """Stream the continuation of `prompt` (token ids) as text chunks; the last carries usage."""
+        if not prompt:
+            raise InvalidParameter("the prompt is empty; give at least one token of text")
+        self.check_fits(prompt)
+        model = self.model
+        sampler = SamplerChain(params, model.n_vocab)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopMatcher(tuple(params.stop) + tuple(extra_stop))
+        limit = params.max_tokens
+        n_ctx = self.context.n_ctx
+        generated: list[int] = []
+        pending: list[int] = []  # tokens whose text has not been yielded yet
+        finish = FinishReason.LENGTH
+        hit = False
+        started = time.perf_counter()
+        first_token_at = started
+        try:
+            self._prefill(prompt, self._reuse_prefix(prompt))
+            batch = self.context.batch
+            while True:
+                token = sampler.sample(self.context, -1)
+                if not generated:
+                    first_token_at = time.perf_counter()
+                if model.is_eog(token) and not params.ignore_eos:
+                    finish = FinishReason.STOP
+                    break
+                generated.append(token)
+                pending.append(token)
+                text, hit = stops.push(utf8.decode(model.piece(token)))
+                if hit:
+                    finish = FinishReason.STOP
+                    yield Chunk(text, tuple(pending))
+                    pending = []
+                    break
+                if text:
+                    yield Chunk(text, tuple(pending))
+                    pending = []
+                pos = len(self.held)
+                if (limit is not None and len(generated) >= limit) or pos >= n_ctx:
+                    break
+                batch.clear()
+                batch.add(token, pos, SEQ, True)
+                if self.context.decode() == DECODE_NO_KV_SLOT:
+                    break  # the cache is full: finish with `length`
+                self.held.append(token)
+        except EngineError:
+            self.held.clear()
+            self.context.clear()
+            raise
+        finally:
+            sampler.close()
+        tail = ""
+        if not hit:  # release what was held back for a stop string that never completed
+            tail, hit = stops.push(utf8.decode(b"", final=True))
+            tail += "" if hit else stops.flush()
+        finished_at = time.perf_counter()
+        yield Chunk(
+            tail,
+            tuple(pending),
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=len(prompt), completion_tokens=len(generated)),
+            timings=Timings(prompt_seconds=first_token_at - started, decode_seconds=finished_at - first_token_at),
+        )

@@ -1,0 +1,43 @@
+"""Typed errors. Each message names the problem and the fix; the CLI and server translate them."""
+
+from __future__ import annotations
+
+
+class CandorError(Exception):
+    """Base of every error candor raises on purpose."""
+
+
+class ModelNotFound(CandorError):
+    """No model by that name or path."""
+
+
+class ModelLoadError(CandorError):
+    """llama.cpp could not load a model file."""
+
+
+class InvalidModelFile(ModelLoadError):
+    """The file is not a well-formed GGUF model."""
+
+
+class UnsupportedModel(ModelLoadError):
+    """The file is a GGUF, but this llama.cpp build cannot run it."""
+
+
+class InvalidParameter(CandorError, ValueError):
+    """A sampling or model setting is out of range or of the wrong type."""
+
+
+class ContextOverflow(CandorError):
+    """The prompt (plus what must be generated) does not fit the context window."""
+
+
+class TemplateError(CandorError):
+    """A chat template failed to render or tried to leave its sandbox."""
+
+
+class EngineError(CandorError):
+    """llama.cpp reported a failure while running a model."""
+
+
+class ModelClosed(CandorError):
+    """The model was closed and its native memory freed."""

@@ -1,0 +1,278 @@
+"""The library API: load a model, then generate, chat, embed and tokenize with it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, overload
+
+from candor.config import Settings
+from candor.defaults import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME, default_model_path
+from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, SequenceRunner
+from candor.errors import CandorError, ModelNotFound
+from candor.identity import ModelCard, read_card
+from candor.prompt import ChatFormat, choose_chat_format, render_chat
+from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage
+
+
+def resolve_model(model: str | Path | None, settings: Settings) -> Path:
+    """Turn a model argument (None, the default model's name, or a .gguf path) into a file path."""
+    if model is None or (isinstance(model, str) and model in DEFAULT_MODEL_ALIASES):
+        return default_model_path(settings.cache_dir)
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise ModelNotFound(f"{path} is a directory, not a model file; give the path of a .gguf file")
+    if isinstance(model, Path) or str(model).endswith(".gguf") or "/" in str(model):
+        raise ModelNotFound(f"no file at {path}; check the path, or run the default model with no MODEL")
+    raise ModelNotFound(
+        f"no model named {model!r}; give a path to a .gguf file, or use the default model "
+        f"{DEFAULT_MODEL_NAME!r} (names from a model store arrive with `candor pull`)"
+    )
+
+
+class Model:
+    """A loaded GGUF model. Use as a context manager, or call close(), to free its native memory."""
+
+    def __init__(self, path: Path, *, ctx: int, threads: int, batch: int, gpu_layers: int) -> None:
+        started = time.perf_counter()
+        self.path = path
+        self.card: ModelCard = read_card(path)  # raises on a malformed file before llama.cpp sees it
+        self._native = NativeModel(path, gpu_layers=gpu_layers)
+        try:
+            n_ctx = min(ctx, self._native.n_ctx_train) if self._native.n_ctx_train > 0 else ctx
+            config = ContextConfig(n_ctx=n_ctx, n_batch=min(batch, n_ctx), n_threads=threads)
+            self._runner = SequenceRunner(NativeContext(self._native, config))
+        except BaseException:
+            self._native.close()
+            raise
+        self._threads = threads
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+        self.chat_format: ChatFormat = choose_chat_format(
+            self._native.chat_template(), self.card.architecture, self.card.special_tokens_present
+        )
+        self.load_seconds = time.perf_counter() - started
+        self._load_seconds_unreported = self.load_seconds
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        """The context window, in tokens."""
+        return self._runner.context.n_ctx
+
+    def close(self) -> None:
+        """Free the model's native memory (idempotent)."""
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
+        self._runner.context.close()
+        self._native.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- tokens --------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Text -> token ids (with the model's BOS when it wants one).
+
+        Args:
+            text: the text to tokenize.
+            add_special: add BOS/EOS as the model's tokenizer is configured to.
+            parse_special: read `<start_of_turn>`-style text as control tokens.
+        Returns:
+            The token ids.
+        """
+        return self._native.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Token ids -> text."""
+        return self._native.detokenize(list(tokens))
+
+    # -- generation ----------------------------------------------------------------------------------
+
+    @overload
+    def generate(
+        self, prompt: str | Sequence[int], *, stream: Literal[True] = ..., params: SamplingParams | None = ...,
+        **overrides: Any,
+    ) -> Iterator[Chunk]: ...
+
+    @overload
+    def generate(
+        self, prompt: str | Sequence[int], *, stream: Literal[False], params: SamplingParams | None = ...,
+        **overrides: Any,
+    ) -> Completion: ...
+
+    def generate(
+        self, prompt: str | Sequence[int], *, stream: bool = True, params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> Iterator[Chunk] | Completion:
+        """Continue raw text (no chat template).
+
+        Args:
+            prompt: text, or token ids to feed as they are.
+            stream: yield Chunks as tokens are decoded (True) or return one Completion (False).
+            params: sampling settings; keyword overrides (temperature=0, max_tokens=50...) apply on top.
+        Returns:
+            An iterator of Chunks whose last one carries finish_reason, usage and timings, or a Completion.
+        """
+        if isinstance(prompt, str):
+            tokens = self._native.tokenize(prompt, add_special=True, parse_special=False)
+        else:
+            tokens = [int(t) for t in prompt]
+        chunks = self._stream(tokens, self._params(params, overrides), ())
+        return chunks if stream else collect(chunks)
+
+    @overload
+    def chat(
+        self, messages: Sequence[Message | Mapping[str, Any]], *, stream: Literal[True] = ...,
+        params: SamplingParams | None = ..., **overrides: Any,
+    ) -> Iterator[Chunk]: ...
+
+    @overload
+    def chat(
+        self, messages: Sequence[Message | Mapping[str, Any]], *, stream: Literal[False],
+        params: SamplingParams | None = ..., **overrides: Any,
+    ) -> Completion: ...
+
+    def chat(
+        self, messages: Sequence[Message | Mapping[str, Any]], *, stream: bool = True,
+        params: SamplingParams | None = None, **overrides: Any,
+    ) -> Iterator[Chunk] | Completion:
+        """Answer a conversation through the model's chat template (or its disclosed fallback).
+
+        Args:
+            messages: Message objects or {"role", "content"} dicts, oldest first.
+            stream: yield Chunks (True) or return one Completion (False).
+            params: sampling settings; keyword overrides apply on top.
+        Returns:
+            An iterator of Chunks whose last one carries finish_reason, usage and timings, or a Completion.
+        """
+        tokens = self.chat_tokens(messages)
+        chunks = self._stream(tokens, self._params(params, overrides), self.chat_format.stop)
+        return chunks if stream else collect(chunks)
+
+    def chat_tokens(self, messages: Sequence[Message | Mapping[str, Any]]) -> list[int]:
+        """Render a conversation with the chat format and tokenize it, BOS included exactly once."""
+        native = self._native
+        text = render_chat(
+            self.chat_format,
+            [Message.coerce(m) for m in messages],
+            bos_token=native.token_text(native.bos) if native.bos >= 0 else "",
+            eos_token=native.token_text(native.eos) if native.eos >= 0 else "",
+        )
+        tokens = native.tokenize(text, add_special=True, parse_special=True)
+        # Templates usually write bos_token themselves and the tokenizer adds another: keep one.
+        if len(tokens) >= 2 and tokens[0] == tokens[1] == native.bos:
+            del tokens[0]
+        return tokens
+
+    def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
+        """Embed texts: one L2-normalised vector per text (mean pooling unless the model declares one)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        with self._exclusive():
+            if self._embedder is None:
+                self._embedder = Embedder(self._native, n_ctx=self.n_ctx, n_threads=self._threads)
+            embedder = self._embedder
+            return [
+                embedder.embed_tokens(self._native.tokenize(t, add_special=True, parse_special=False))
+                for t in items
+            ]
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _params(params: SamplingParams | None, overrides: Mapping[str, Any]) -> SamplingParams:
+        base = params if params is not None else SamplingParams()
+        return base.with_overrides(**overrides) if overrides else base
+
+    def _exclusive(self) -> _Exclusive:
+        return _Exclusive(self._lock)
+
+    def _stream(self, tokens: list[int], params: SamplingParams, extra_stop: Sequence[str]) -> Iterator[Chunk]:
+        self._runner.check_fits(tokens)  # fail at the call, not at the first next()
+        return self._locked_stream(tokens, params, extra_stop)
+
+    def _locked_stream(
+        self, tokens: list[int], params: SamplingParams, extra_stop: Sequence[str]
+    ) -> Iterator[Chunk]:
+        with self._exclusive():
+            load_seconds, self._load_seconds_unreported = self._load_seconds_unreported, 0.0
+            for chunk in self._runner.generate(tokens, params, extra_stop=extra_stop):
+                if chunk.timings is not None and load_seconds:
+                    t = chunk.timings
+                    chunk = Chunk(
+                        chunk.text, chunk.tokens, chunk.finish_reason, chunk.usage,
+                        Timings(t.prompt_seconds, t.decode_seconds, load_seconds),
+                    )
+                yield chunk
+
+
+class _Exclusive:
+    """One generation at a time per model: a second concurrent call fails fast instead of waiting."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise CandorError(
+                "this model is already generating; finish or close the other stream first "
+                "(concurrent requests are served by the batching scheduler of `candor serve`)"
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def collect(chunks: Iterator[Chunk]) -> Completion:
+    """Drain a chunk stream into one Completion."""
+    parts: list[str] = []
+    tokens: list[int] = []
+    finish: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    for chunk in chunks:
+        parts.append(chunk.text)
+        tokens.extend(chunk.tokens)
+        finish, usage, timings = chunk.finish_reason or finish, chunk.usage or usage, chunk.timings or timings
+    if finish is None or usage is None or timings is None:
+        raise CandorError("the generation ended without a final chunk")
+    return Completion("".join(parts), finish, usage, timings, tuple(tokens))
+
+
+def load(
+    model: str | Path | None = None, *, ctx: int | None = None, threads: int | None = None,
+    gpu_layers: int | None = None, settings: Settings | None = None,
+) -> Model:
+    """Load a model by path or name (None: the embedded default model).
+
+    Args:
+        model: a .gguf path, the default model's name, or None.
+        ctx: context window in tokens (default CANDOR_CTX, capped at what the model was trained for).
+        threads: CPU threads (default: physical cores).
+        gpu_layers: layers to offload when a GPU backend is built in (-1: all, 0: none).
+        settings: resolved settings (default: from the environment).
+    Returns:
+        A loaded Model; close it (or use `with`) to free native memory.
+    """
+    s = settings or Settings.from_env()
+    path = resolve_model(model, s)
+    return Model(
+        path,
+        ctx=ctx or s.ctx,
+        threads=threads or s.threads,
+        batch=s.batch,
+        gpu_layers=s.gpu_layers if gpu_layers is None else gpu_layers,
+    )

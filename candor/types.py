@@ -1,0 +1,159 @@
+"""Plain data that flows between the engine, the library API and its callers (no wire formats)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from typing import Any
+
+from candor.errors import InvalidParameter
+
+
+class FinishReason(str, Enum):
+    """Why a generation ended."""
+
+    STOP = "stop"  # end-of-generation token or a stop string
+    LENGTH = "length"  # max_tokens reached or the context is full
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn."""
+
+    role: str
+    content: str
+
+    @classmethod
+    def coerce(cls, value: Message | Mapping[str, Any]) -> Message:
+        """Accept a Message or an OpenAI/Ollama-style dict with `role` and `content`."""
+        if isinstance(value, Message):
+            return value
+        if not isinstance(value, Mapping) or not isinstance(value.get("role"), str):
+            raise InvalidParameter(f"a chat message needs a 'role' string and 'content'; got {value!r}")
+        content = value.get("content") or ""
+        if not isinstance(content, str):
+            raise InvalidParameter(f"message content must be a string; got {type(content).__name__}")
+        return cls(role=value["role"], content=content)
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidParameter(f"{name} must be a number between {low} and {high}; got {value!r}")
+    if not low <= value <= high:
+        raise InvalidParameter(f"{name} must be between {low} and {high}; got {value}")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How tokens are chosen. Defaults follow llama.cpp's (llama-cli / llama-server)."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None  # None: a fresh random seed per request
+    stop: tuple[str, ...] = ()
+    max_tokens: int | None = None  # None: until end of generation or the context is full
+    ignore_eos: bool = False  # keep decoding past end-of-generation (benchmarks)
+
+    def __post_init__(self) -> None:
+        _check_range("temperature", self.temperature, 0.0, 100.0)
+        _check_range("top_k", self.top_k, 0, 1 << 30)
+        _check_range("top_p", self.top_p, 0.0, 1.0)
+        _check_range("min_p", self.min_p, 0.0, 1.0)
+        _check_range("typical_p", self.typical_p, 0.0, 1.0)
+        _check_range("repeat_penalty", self.repeat_penalty, 0.0, 100.0)
+        _check_range("repeat_last_n", self.repeat_last_n, -1, 1 << 20)
+        _check_range("presence_penalty", self.presence_penalty, -100.0, 100.0)
+        _check_range("frequency_penalty", self.frequency_penalty, -100.0, 100.0)
+        for name in ("top_k", "repeat_last_n"):
+            if not isinstance(getattr(self, name), int):
+                raise InvalidParameter(f"{name} must be an integer; got {getattr(self, name)!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise InvalidParameter(f"seed must be an integer; got {self.seed!r}")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise InvalidParameter(f"seed must be between 0 and {2**32 - 1}; got {self.seed}")
+        if self.max_tokens is not None:
+            if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+                raise InvalidParameter(f"max_tokens must be an integer; got {self.max_tokens!r}")
+            if self.max_tokens < 1:
+                raise InvalidParameter(f"max_tokens must be at least 1; got {self.max_tokens}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        stops = tuple(self.stop)
+        if not all(isinstance(s, str) and s for s in stops):
+            raise InvalidParameter(f"stop must be a list of non-empty strings; got {self.stop!r}")
+        object.__setattr__(self, "stop", stops)
+
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0 means: always the most likely token."""
+        return self.temperature <= 0.0
+
+    def with_overrides(self, **overrides: Any) -> SamplingParams:
+        """Return a copy with the given fields replaced (None values are ignored)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise InvalidParameter(f"unknown sampling parameter(s): {', '.join(unknown)}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts, as the engine counted them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock seconds of each phase of one generation."""
+
+    prompt_seconds: float  # prefill: evaluating the prompt up to the first sampled token
+    decode_seconds: float  # every later token
+    load_seconds: float = 0.0  # loading the model, when this call had to
+
+    def prompt_tokens_per_second(self, usage: Usage) -> float:
+        """Prefill speed."""
+        return usage.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    def decode_tokens_per_second(self, usage: Usage) -> float:
+        """Decode speed, over the tokens after the first (which prefill produced)."""
+        decoded = usage.completion_tokens - 1
+        return decoded / self.decode_seconds if decoded > 0 and self.decode_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of streamed output. The last chunk carries finish_reason, usage and timings."""
+
+    text: str
+    tokens: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The whole result of a non-streaming generation."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+    tokens: tuple[int, ...] = field(default=(), repr=False)
