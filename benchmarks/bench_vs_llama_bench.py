@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-import candor
 import llama_cpp
+
+import candor
 
 
 def find_llama_bench(explicit: str | None) -> Path:
@@ -37,7 +38,9 @@ def find_llama_bench(explicit: str | None) -> Path:
     if found := shutil.which("llama-bench"):
         candidates.append(Path(found))
     cache = os.environ.get("CANDOR_REF_DIR", str(Path.home() / ".cache" / "candor-ref"))
-    candidates += [Path(p) for p in glob.glob(f"{cache}/llama-cpp-python-{llama_cpp.__version__}/build/bin/llama-bench")]
+    candidates += [
+        Path(p) for p in glob.glob(f"{cache}/llama-cpp-python-{llama_cpp.__version__}/build/bin/llama-bench")
+    ]
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path
@@ -49,8 +52,21 @@ def find_llama_bench(explicit: str | None) -> Path:
 
 def llama_bench(binary: Path, model: Path, threads: int, *, prompt: int, gen: int) -> float:
     """One llama-bench measurement (it warms up first); returns tokens/s."""
-    cmd = [str(binary), "-m", str(model), "-t", str(threads), "-p", str(prompt), "-n", str(gen),
-           "-r", "1", "-o", "json"]
+    cmd = [
+        str(binary),
+        "-m",
+        str(model),
+        "-t",
+        str(threads),
+        "-p",
+        str(prompt),
+        "-n",
+        str(gen),
+        "-r",
+        "1",
+        "-o",
+        "json",
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
@@ -76,7 +92,9 @@ def spread(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", help="GGUF path (default: candor's embedded default model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
@@ -100,21 +118,38 @@ def main() -> None:
             else:
                 rows["candor_tg"].append(candor_decode(model, 128, run))
                 rows["candor_pp"].append(candor_prefill(model, 512, rng, vocab))
-        print(f"run {run + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rows.items()),
-              file=sys.stderr)
+        print(
+            f"run {run + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rows.items()),
+            file=sys.stderr,
+        )
     model.close()
 
-    tg_ratios = [c / ll for c, ll in zip(rows["candor_tg"], rows["llama_tg"])]
-    pp_ratios = [c / ll for c, ll in zip(rows["candor_pp"], rows["llama_pp"])]
-    print(f"model {path.name}, {args.threads} threads, {args.runs} alternating runs, "
-          f"llama-cpp-python {llama_cpp.__version__}, {time.strftime('%Y-%m-%d')}")
-    print(f"decode  tg128  llama-bench {spread(rows['llama_tg'])} t/s   candor {spread(rows['candor_tg'])} t/s")
-    print(f"prefill pp512  llama-bench {spread(rows['llama_pp'])} t/s   candor {spread(rows['candor_pp'])} t/s")
+    tg_ratios = [c / ll for c, ll in zip(rows["candor_tg"], rows["llama_tg"], strict=True)]
+    pp_ratios = [c / ll for c, ll in zip(rows["candor_pp"], rows["llama_pp"], strict=True)]
+    print(
+        f"model {path.name}, {args.threads} threads, {args.runs} alternating runs, "
+        f"llama-cpp-python {llama_cpp.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"decode  tg128  llama-bench {spread(rows['llama_tg'])} t/s   candor {spread(rows['candor_tg'])} t/s"
+    )
+    print(
+        f"prefill pp512  llama-bench {spread(rows['llama_pp'])} t/s   candor {spread(rows['candor_pp'])} t/s"
+    )
     print(f"ratio decode  candor/llama-bench: {spread(tg_ratios)}")
     print(f"ratio prefill candor/llama-bench: {spread(pp_ratios)}")
-    print(json.dumps({"model": path.name, "threads": args.threads, "runs": args.runs, **rows,
-                      "decode_ratio_median": statistics.median(tg_ratios),
-                      "prefill_ratio_median": statistics.median(pp_ratios)}))
+    print(
+        json.dumps(
+            {
+                "model": path.name,
+                "threads": args.threads,
+                "runs": args.runs,
+                **rows,
+                "decode_ratio_median": statistics.median(tg_ratios),
+                "prefill_ratio_median": statistics.median(pp_ratios),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

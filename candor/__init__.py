@@ -1,14 +1,14 @@
 """candor: run GGUF models locally on upstream llama.cpp, honest about what each model is.
 
-    import candor
-    with candor.load() as model:                 # the embedded default model
-        for chunk in model.generate("Once upon a time", max_tokens=40):
-            print(chunk.text, end="", flush=True)
+import candor
+with candor.load() as model:                 # the embedded default model
+    for chunk in model.generate("Once upon a time", max_tokens=40):
+        print(chunk.text, end="", flush=True)
 """
 
 __version__ = "0.1.0"
 
-from candor.errors import (  # noqa: E402
+from candor.errors import (
     CandorError,
     ContextOverflow,
     EngineError,
@@ -20,8 +20,8 @@ from candor.errors import (  # noqa: E402
     TemplateError,
     UnsupportedModel,
 )
-from candor.model import Model, load  # noqa: E402
-from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage  # noqa: E402
+from candor.model import Model, load
+from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage
 
 __all__ = [
     "CandorError",

@@ -52,16 +52,30 @@ def _int(text: str) -> int:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("CANDOR_HOME", Path, lambda: Path.home() / ".candor",
-            "where candor keeps its store, caches and settings"),
-    Setting("CANDOR_CTX", _positive_int, lambda: 4096,
-            "context window in tokens when a request does not set one"),
-    Setting("CANDOR_THREADS", _positive_int, physical_cores,
-            "CPU threads for llama.cpp (default: physical cores)"),
-    Setting("CANDOR_BATCH", _positive_int, lambda: 512,
-            "prompt tokens evaluated per llama_decode call (llama.cpp's n_batch)"),
-    Setting("CANDOR_GPU_LAYERS", _int, lambda: -1,
-            "layers to offload to a GPU backend; -1 = all that the build can offload, 0 = none"),
+    Setting(
+        "CANDOR_HOME",
+        Path,
+        lambda: Path.home() / ".candor",
+        "where candor keeps its store, caches and settings",
+    ),
+    Setting(
+        "CANDOR_CTX", _positive_int, lambda: 4096, "context window in tokens when a request does not set one"
+    ),
+    Setting(
+        "CANDOR_THREADS", _positive_int, physical_cores, "CPU threads for llama.cpp (default: physical cores)"
+    ),
+    Setting(
+        "CANDOR_BATCH",
+        _positive_int,
+        lambda: 512,
+        "prompt tokens evaluated per llama_decode call (llama.cpp's n_batch)",
+    ),
+    Setting(
+        "CANDOR_GPU_LAYERS",
+        _int,
+        lambda: -1,
+        "layers to offload to a GPU backend; -1 = all that the build can offload, 0 = none",
+    ),
 )
 
 
@@ -89,7 +103,9 @@ class Settings:
             try:
                 values[key] = setting.parse(raw)
             except ValueError as exc:
-                raise InvalidParameter(f"{setting.env}={raw!r} is invalid ({exc}); {setting.description}") from None
+                raise InvalidParameter(
+                    f"{setting.env}={raw!r} is invalid ({exc}); {setting.description}"
+                ) from None
         return cls(**values)
 
     @property

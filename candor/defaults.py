@@ -16,7 +16,7 @@ DEFAULT_MODEL_ALIASES = frozenset({DEFAULT_MODEL_NAME, DEFAULT_MODEL_NAME.lower(
 
 def default_model_path(cache_dir: Path) -> Path:
     """Assemble the default model once (verified against its published sha256) and return its path."""
-    target = cache_dir / "default-model" / gemma_package.MODEL_NAME
+    target: Path = cache_dir / "default-model" / str(gemma_package.MODEL_NAME)
     if target.is_file() and file_sha256(target, cache_dir) == gemma_package.EXPECTED_SHA256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -33,4 +33,4 @@ def default_model_path(cache_dir: Path) -> Path:
 
 def default_model_terms() -> Path:
     """Gemma's full terms of use, as the model's package ships them."""
-    return Path(str(resources.files(gemma_package).joinpath("data", "GEMMA_TERMS.html")))
+    return Path(str(resources.files(gemma_package) / "data" / "GEMMA_TERMS.html"))

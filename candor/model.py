@@ -15,7 +15,7 @@ from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, S
 from candor.errors import CandorError, ModelNotFound
 from candor.identity import ModelCard, read_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat
-from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage
+from candor.types import Chunk, ChunkStream, Completion, FinishReason, Message, SamplingParams, Timings, Usage
 
 
 def resolve_model(model: str | Path | None, settings: Settings) -> Path:
@@ -104,20 +104,32 @@ class Model:
 
     @overload
     def generate(
-        self, prompt: str | Sequence[int], *, stream: Literal[True] = ..., params: SamplingParams | None = ...,
+        self,
+        prompt: str | Sequence[int],
+        *,
+        stream: Literal[True] = ...,
+        params: SamplingParams | None = ...,
         **overrides: Any,
-    ) -> Iterator[Chunk]: ...
+    ) -> ChunkStream: ...
 
     @overload
     def generate(
-        self, prompt: str | Sequence[int], *, stream: Literal[False], params: SamplingParams | None = ...,
+        self,
+        prompt: str | Sequence[int],
+        *,
+        stream: Literal[False],
+        params: SamplingParams | None = ...,
         **overrides: Any,
     ) -> Completion: ...
 
     def generate(
-        self, prompt: str | Sequence[int], *, stream: bool = True, params: SamplingParams | None = None,
+        self,
+        prompt: str | Sequence[int],
+        *,
+        stream: bool = True,
+        params: SamplingParams | None = None,
         **overrides: Any,
-    ) -> Iterator[Chunk] | Completion:
+    ) -> ChunkStream | Completion:
         """Continue raw text (no chat template).
 
         Args:
@@ -136,20 +148,32 @@ class Model:
 
     @overload
     def chat(
-        self, messages: Sequence[Message | Mapping[str, Any]], *, stream: Literal[True] = ...,
-        params: SamplingParams | None = ..., **overrides: Any,
-    ) -> Iterator[Chunk]: ...
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        *,
+        stream: Literal[True] = ...,
+        params: SamplingParams | None = ...,
+        **overrides: Any,
+    ) -> ChunkStream: ...
 
     @overload
     def chat(
-        self, messages: Sequence[Message | Mapping[str, Any]], *, stream: Literal[False],
-        params: SamplingParams | None = ..., **overrides: Any,
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        *,
+        stream: Literal[False],
+        params: SamplingParams | None = ...,
+        **overrides: Any,
     ) -> Completion: ...
 
     def chat(
-        self, messages: Sequence[Message | Mapping[str, Any]], *, stream: bool = True,
-        params: SamplingParams | None = None, **overrides: Any,
-    ) -> Iterator[Chunk] | Completion:
+        self,
+        messages: Sequence[Message | Mapping[str, Any]],
+        *,
+        stream: bool = True,
+        params: SamplingParams | None = None,
+        **overrides: Any,
+    ) -> ChunkStream | Completion:
         """Answer a conversation through the model's chat template (or its disclosed fallback).
 
         Args:
@@ -200,20 +224,25 @@ class Model:
     def _exclusive(self) -> _Exclusive:
         return _Exclusive(self._lock)
 
-    def _stream(self, tokens: list[int], params: SamplingParams, extra_stop: Sequence[str]) -> Iterator[Chunk]:
+    def _stream(
+        self, tokens: list[int], params: SamplingParams, extra_stop: Sequence[str]
+    ) -> ChunkStream:
         self._runner.check_fits(tokens)  # fail at the call, not at the first next()
         return self._locked_stream(tokens, params, extra_stop)
 
     def _locked_stream(
         self, tokens: list[int], params: SamplingParams, extra_stop: Sequence[str]
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         with self._exclusive():
             load_seconds, self._load_seconds_unreported = self._load_seconds_unreported, 0.0
             for chunk in self._runner.generate(tokens, params, extra_stop=extra_stop):
                 if chunk.timings is not None and load_seconds:
                     t = chunk.timings
                     chunk = Chunk(
-                        chunk.text, chunk.tokens, chunk.finish_reason, chunk.usage,
+                        chunk.text,
+                        chunk.tokens,
+                        chunk.finish_reason,
+                        chunk.usage,
                         Timings(t.prompt_seconds, t.decode_seconds, load_seconds),
                     )
                 yield chunk
@@ -253,8 +282,12 @@ def collect(chunks: Iterator[Chunk]) -> Completion:
 
 
 def load(
-    model: str | Path | None = None, *, ctx: int | None = None, threads: int | None = None,
-    gpu_layers: int | None = None, settings: Settings | None = None,
+    model: str | Path | None = None,
+    *,
+    ctx: int | None = None,
+    threads: int | None = None,
+    gpu_layers: int | None = None,
+    settings: Settings | None = None,
 ) -> Model:
     """Load a model by path or name (None: the embedded default model).
 

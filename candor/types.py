@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
@@ -157,3 +157,7 @@ class Completion:
     usage: Usage
     timings: Timings
     tokens: tuple[int, ...] = field(default=(), repr=False)
+
+
+# A streaming generation: iterate for Chunks; close() cancels it and frees its slot.
+ChunkStream = Generator[Chunk, None, None]

@@ -39,12 +39,30 @@ def test_streamed_chunks_add_up_to_the_completion(tiny: candor.Model) -> None:
 
 def test_seeded_sampling_repeats_and_differs_across_seeds(tiny: candor.Model) -> None:
     runs = {
-        seed: tiny.generate("the", stream=False, temperature=1.5, top_k=0, top_p=1.0, min_p=0.0,
-                            max_tokens=16, ignore_eos=True, seed=seed).tokens
+        seed: tiny.generate(
+            "the",
+            stream=False,
+            temperature=1.5,
+            top_k=0,
+            top_p=1.0,
+            min_p=0.0,
+            max_tokens=16,
+            ignore_eos=True,
+            seed=seed,
+        ).tokens
         for seed in (1, 1, 2)
     }
-    again = tiny.generate("the", stream=False, temperature=1.5, top_k=0, top_p=1.0, min_p=0.0,
-                          max_tokens=16, ignore_eos=True, seed=1).tokens
+    again = tiny.generate(
+        "the",
+        stream=False,
+        temperature=1.5,
+        top_k=0,
+        top_p=1.0,
+        min_p=0.0,
+        max_tokens=16,
+        ignore_eos=True,
+        seed=1,
+    ).tokens
     assert runs[1] == again
     assert runs[1] != runs[2]
 

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="candor",
         description="Run GGUF models locally on upstream llama.cpp.",
-        epilog="example: candor run \"Why is the sky blue?\"",
+        epilog='example: candor run "Why is the sky blue?"',
     )
     parser.add_argument("--version", action="version", version=f"candor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # last line of defence: no traceback reaches a user unless asked
         if debug:
             raise
-        print(f"Error: unexpected {type(exc).__name__}: {exc}. Run again with CANDOR_DEBUG=1 for details "
-              "and report it.", file=sys.stderr)
+        print(
+            f"Error: unexpected {type(exc).__name__}: {exc}. Run again with CANDOR_DEBUG=1 for details "
+            "and report it.",
+            file=sys.stderr,
+        )
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -39,8 +40,16 @@ PARAMETERS: dict[str, tuple[str, Callable[[str], object]]] = {
 class ChatSession:
     """The state of one interactive chat: history, system prompt and sampling settings."""
 
-    def __init__(self, model: Model, params: SamplingParams, *, system: str | None, raw: bool,
-                 verbose: bool, out: TextIO) -> None:
+    def __init__(
+        self,
+        model: Model,
+        params: SamplingParams,
+        *,
+        system: str | None,
+        raw: bool,
+        verbose: bool,
+        out: TextIO,
+    ) -> None:
         self.model = model
         self.params = params
         self.system = system
@@ -59,8 +68,11 @@ class ChatSession:
         self.history.append(Message("user", text))
         parts: list[str] = []
         last = None
-        stream = (self.model.generate(text, params=self.params) if self.raw
-                  else self.model.chat(self.messages(), params=self.params))
+        stream = (
+            self.model.generate(text, params=self.params)
+            if self.raw
+            else self.model.chat(self.messages(), params=self.params)
+        )
         try:
             for chunk in stream:
                 if chunk.text:
@@ -107,8 +119,10 @@ class ChatSession:
             key, value = words[1].split()
             self._set_parameter(key, value)
         elif words and words[0] == "parameter":
-            print("Usage: /set parameter NAME VALUE, where NAME is one of: " + ", ".join(PARAMETERS),
-                  file=self.out)
+            print(
+                "Usage: /set parameter NAME VALUE, where NAME is one of: " + ", ".join(PARAMETERS),
+                file=self.out,
+            )
         else:
             print("Usage: /set system <text> | /set parameter NAME VALUE", file=self.out)
 
@@ -136,8 +150,8 @@ class ChatSession:
         if what == "info":
             print(card.summary(), file=self.out)
             print(card.lineage(), file=self.out)
-            print(f"context window: {self.model.n_ctx} tokens; chat format: {self.model.chat_format.describe()}",
-                  file=self.out)
+            print(f"context window: {self.model.n_ctx} tokens", file=self.out)
+            print(f"chat format: {self.model.chat_format.describe()}", file=self.out)
         elif what == "parameters":
             for key, (field, _) in PARAMETERS.items():
                 print(f"{key:<18} {getattr(self.params, field)}", file=self.out)
@@ -160,16 +174,14 @@ def read_message(prompt: str) -> str:
     lines = [line[3:]]
     while not lines[-1].endswith('"""'):
         lines.append(input("... "))
-    lines[-1] = lines[-1][: -3]
+    lines[-1] = lines[-1][:-3]
     return "\n".join(lines).strip()
 
 
 def chat_loop(model: Model, params: SamplingParams, *, system: str | None, raw: bool, verbose: bool) -> int:
     """Run the interactive chat until /bye or Ctrl-D."""
-    try:
+    with contextlib.suppress(ImportError):  # not on every platform
         import readline  # noqa: F401 - line editing and history for input()
-    except ImportError:  # not on every platform
-        pass
     session = ChatSession(model, params, system=system, raw=raw, verbose=verbose, out=sys.stdout)
     if not raw and model.chat_format.is_fallback:
         print(f"note: {model.chat_format.describe()}", file=sys.stderr)

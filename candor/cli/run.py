@@ -22,12 +22,19 @@ EXAMPLES = """examples:
 def register(sub: Any) -> None:
     """Add the `run` command."""
     parser = sub.add_parser(
-        "run", help="run a model on a prompt, or chat with it", description=__doc__, epilog=EXAMPLES,
+        "run",
+        help="run a model on a prompt, or chat with it",
+        description=__doc__,
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("words", nargs="*", metavar="[MODEL] [PROMPT]",
-                        help="a .gguf path or model name (default: the embedded model), then the prompt; "
-                             "a first word with spaces in it is the prompt")
+    parser.add_argument(
+        "words",
+        nargs="*",
+        metavar="[MODEL] [PROMPT]",
+        help="a .gguf path or model name (default: the embedded model), then the prompt; "
+        "a first word with spaces in it is the prompt",
+    )
     parser.add_argument("--system", help="system prompt")
     parser.add_argument("--temperature", type=float, help="randomness; 0 = always the likeliest token (0.8)")
     parser.add_argument("--top-k", type=int, help="sample among the K likeliest tokens (40; 0 = all)")
@@ -61,8 +68,13 @@ def _looks_like_model(word: str) -> bool:
 def sampling_from(args: argparse.Namespace) -> SamplingParams:
     """SamplingParams from the command-line flags (unset flags keep the defaults)."""
     return SamplingParams().with_overrides(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-        repeat_penalty=args.repeat_penalty, seed=args.seed, max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
     )
 
 

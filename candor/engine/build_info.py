@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import Any
 
 import llama_cpp
 from llama_cpp import _ggml
@@ -34,12 +35,12 @@ class BuildInfo:
         return tuple(features)
 
 
-def _text_function(name: str, argtypes: list[type] | None = None) -> ctypes._CFuncPtr:
+def _text_function(name: str, argtypes: list[type] | None = None) -> Any:
     func = getattr(_ggml.libggml, name)
     func.restype = ctypes.c_char_p
     if argtypes is not None:
         func.argtypes = argtypes
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def build_info() -> BuildInfo:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import codecs
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from candor.engine.context import DECODE_NO_KV_SLOT, NativeContext
 from candor.engine.sampler import SamplerChain
 from candor.errors import ContextOverflow, EngineError, InvalidParameter
 from candor.textstream import StopMatcher
-from candor.types import Chunk, FinishReason, SamplingParams, Timings, Usage
+from candor.types import Chunk, ChunkStream, FinishReason, SamplingParams, Timings, Usage
 
 SEQ = 0  # this runner drives a single sequence; the batching scheduler uses many
 
@@ -72,7 +72,7 @@ class SequenceRunner:
 
     def generate(
         self, prompt: Sequence[int], params: SamplingParams, *, extra_stop: Sequence[str] = ()
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         """Stream the continuation of `prompt` (token ids) as text chunks; the last carries usage."""
         if not prompt:
             raise InvalidParameter("the prompt is empty; give at least one token of text")
@@ -134,5 +134,7 @@ class SequenceRunner:
             tuple(pending),
             finish_reason=finish,
             usage=Usage(prompt_tokens=len(prompt), completion_tokens=len(generated)),
-            timings=Timings(prompt_seconds=first_token_at - started, decode_seconds=finished_at - first_token_at),
+            timings=Timings(
+                prompt_seconds=first_token_at - started, decode_seconds=finished_at - first_token_at
+            ),
         )

@@ -62,7 +62,9 @@ class NativeModel:
         capacity = len(data) + 8
         while True:
             out = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), out, capacity, add_special, parse_special)
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), out, capacity, add_special, parse_special
+            )
             if n >= 0:
                 return list(out[:n])
             capacity = -n

@@ -1,0 +1,150 @@
+"""`candor show`: what a model really is, read from its GGUF metadata and tensor shapes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from candor.config import Settings
+from candor.defaults import DEFAULT_MODEL_ALIASES, default_model_terms
+from candor.identity import ModelCard, file_sha256, read_card
+from candor.model import resolve_model
+from candor.prompt import choose_chat_format
+
+EXAMPLES = """examples:
+  candor show                              the embedded default model
+  candor show ./DeepSeek-R1-Distill-Qwen-32B-Q4_K_M.gguf
+  candor show gemma-3-270m:Q4_K_M --json
+"""
+
+
+def register(sub: Any) -> None:
+    """Add the `show` command."""
+    parser = sub.add_parser(
+        "show",
+        help="show what a model really is",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model", nargs="?", metavar="MODEL", help="a .gguf path or model name (default model)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+    parser.add_argument("--template", action="store_true", help="print only the chat template candor uses")
+    parser.set_defaults(handler=handle)
+
+
+def describe(model: str | None) -> dict[str, Any]:
+    """Everything `show` reports, as JSON-able data."""
+    settings = Settings.from_env()
+    path = resolve_model(model, settings)
+    card = read_card(path)
+    fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
+    data = card.to_dict()
+    data["sha256"] = file_sha256(path, settings.cache_dir)
+    data["chat_format"] = {
+        "source": fmt.source,
+        "name": fmt.name,
+        "fallback": fmt.is_fallback,
+        "description": fmt.describe(),
+        "template": fmt.template,
+        "stop": list(fmt.stop),
+    }
+    is_default = model is None or model in DEFAULT_MODEL_ALIASES
+    data["license_text_path"] = str(default_model_terms()) if is_default else None
+    return data
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Print the model's identity."""
+    data = describe(args.model)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif args.template:
+        print(data["chat_format"]["template"])
+    else:
+        print_card(data, read_card(Path(data["path"])))
+    return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def print_card(data: dict[str, Any], card: ModelCard) -> None:
+    """Human-readable sections, in the spirit of `ollama show`."""
+    out = sys.stdout
+    histogram = ", ".join(f"{name} x{count}" for name, count in data["tensor_types"].items())
+    quant = data["file_type"] + (" (inferred from tensor types)" if data["file_type_inferred"] else "")
+    sections: list[tuple[str, list[tuple[str, Any]]]] = [
+        (
+            "Identity",
+            [
+                ("what it is", card.lineage()),
+                ("name", data["name"]),
+                ("basename", data["basename"]),
+                ("finetune", data["finetune"]),
+                ("size label", data["size_label"]),
+                ("organization", data["organization"]),
+                ("base models", "; ".join(b.label() for b in card.base_models) or None),
+            ],
+        ),
+        (
+            "Model",
+            [
+                ("architecture", data["architecture"]),
+                (
+                    "parameters",
+                    f"{data['parameter_label']} ({data['parameter_count']:,}, counted from tensor shapes)",
+                ),
+                ("quantization", quant),
+                ("tensor types", histogram),
+                ("context length", data["context_length"]),
+                ("embedding length", data["embedding_length"]),
+                ("layers", data["block_count"]),
+                ("attention heads", f"{data['head_count']} (key/value heads {data['head_count_kv']})"),
+                (
+                    "vocabulary",
+                    f"{data['vocab_size']:,} tokens ({data['tokenizer_model']} tokenizer)"
+                    if data["vocab_size"]
+                    else None,
+                ),
+            ],
+        ),
+        (
+            "Chat template",
+            [
+                ("used", data["chat_format"]["description"]),
+            ],
+        ),
+        (
+            "License",
+            [
+                ("license", data["license"]),
+                ("license name", data["license_name"]),
+                ("license link", data["license_link"]),
+                ("full text", data["license_text_path"]),
+            ],
+        ),
+        (
+            "File",
+            [
+                ("path", data["path"]),
+                ("size", f"{_mib(data['file_size'])} ({data['file_size']:,} bytes)"),
+                ("sha256", data["sha256"]),
+                ("GGUF version", data["gguf_version"]),
+            ],
+        ),
+    ]
+    for title, rows in sections:
+        shown = [(k, v) for k, v in rows if v is not None and v != ""]
+        if not shown:
+            continue
+        print(f"  {title}", file=out)
+        for key, value in shown:
+            print(f"    {key:<18}{value}", file=out)
+        print(file=out)

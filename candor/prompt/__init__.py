@@ -1,0 +1,25 @@
+"""Chat templates: the model's own (untrusted, sandboxed) or a built-in fallback, rendered safely."""
+
+from __future__ import annotations
+
+from candor.prompt.budget import RenderLimits
+from candor.prompt.fallbacks import TURN_TOKENS
+from candor.prompt.formats import (
+    FALLBACK_NAMES,
+    ChatFormat,
+    choose_chat_format,
+    fallback_format,
+    render_chat,
+)
+from candor.prompt.sandbox import render_template
+
+__all__ = [
+    "FALLBACK_NAMES",
+    "TURN_TOKENS",
+    "ChatFormat",
+    "RenderLimits",
+    "choose_chat_format",
+    "fallback_format",
+    "render_chat",
+    "render_template",
+]

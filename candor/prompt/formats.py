@@ -1,0 +1,168 @@
+"""Pick a model's chat format (its own template, or a built-in fallback) and render conversations."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from candor.errors import ContextOverflow, InvalidParameter
+from candor.prompt.budget import RenderLimits, measure
+from candor.prompt.fallbacks import FALLBACKS, Fallback
+from candor.prompt.sandbox import render_template
+from candor.types import Message
+
+MODEL_TEMPLATE = "model's own template"
+ROLES = ("system", "user", "assistant", "tool")
+_SOURCES = ("model", "fallback")
+_RESERVED = frozenset({"messages", "add_generation_prompt", "bos_token", "eos_token", "tools"})
+FALLBACK_NAMES: tuple[str, ...] = tuple(row.name for row in FALLBACKS)
+_RAW_REMEDY = "pass --raw to send your text without a chat template"
+_MODEL_REMEDY = f"{_RAW_REMEDY}, or use one of candor's built-in chat formats ({', '.join(FALLBACK_NAMES)})"
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a conversation becomes prompt text: a jinja template and the stop strings it needs."""
+
+    template: str  # jinja source
+    source: str  # "model" or "fallback"
+    name: str  # MODEL_TEMPLATE, or a fallback's name ("gemma", "chatml", ...)
+    stop: tuple[str, ...] = ()  # stop strings needed beyond the model's end-of-generation tokens
+    reason: str = ""  # why this format was chosen, for describe()
+
+    def __post_init__(self) -> None:
+        if self.source not in _SOURCES:
+            raise InvalidParameter(
+                f"a chat format's source must be 'model' or 'fallback'; got {self.source!r}"
+            )
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def is_fallback(self) -> bool:
+        """True when candor supplies the format because the model has none."""
+        return self.source == "fallback"
+
+    @property
+    def origin(self) -> str:
+        """Who wrote the template, as error messages name it."""
+        return (
+            f"candor's built-in '{self.name}' chat format"
+            if self.is_fallback
+            else "the model's chat template"
+        )
+
+    def describe(self) -> str:
+        """Say in one line which format this is and why it was chosen."""
+        if not self.is_fallback:
+            return "the model's own chat template"
+        return f"fallback chat format '{self.name}' ({self.reason})" if self.reason else self.origin
+
+
+def _fallback(row: Fallback, reason: str) -> ChatFormat:
+    return ChatFormat(template=row.template, source="fallback", name=row.name, stop=row.stop, reason=reason)
+
+
+def fallback_format(name: str) -> ChatFormat:
+    """Return the built-in chat format `name` (for a user who asks for it instead of the model's)."""
+    for row in FALLBACKS:
+        if row.name == name:
+            return _fallback(row, "chosen by the user")
+    raise InvalidParameter(f"no built-in chat format {name!r}; choose one of: {', '.join(FALLBACK_NAMES)}")
+
+
+def choose_chat_format(
+    chat_template: str | None, architecture: str | None, special_tokens: Collection[str]
+) -> ChatFormat:
+    """Use the model's own chat template, or else the fallback its vocabulary's turn tokens point to.
+
+    Args:
+        chat_template: the GGUF's `tokenizer.chat_template`, or None when it has none.
+        architecture: the GGUF's `general.architecture`, if known (named when no known format fits).
+        special_tokens: the turn tokens (see fallbacks.TURN_TOKENS) present in the vocabulary.
+
+    Returns:
+        The chat format to render conversations with.
+    """
+    if chat_template is not None and chat_template.strip():
+        return ChatFormat(template=chat_template, source="model", name=MODEL_TEMPLATE)
+    present = frozenset(special_tokens)
+    row = next(row for row in FALLBACKS if row.tokens <= present)
+    evidence = row.evidence
+    if not row.tokens:
+        evidence = f"{evidence} (architecture {architecture!r})" if architecture else evidence
+    return _fallback(row, f"the model has no chat template; {evidence}")
+
+
+def _message_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
+    if not messages:
+        raise InvalidParameter("a chat needs at least one message")
+    result = []
+    for message in messages:
+        message = Message.coerce(message)
+        if message.role not in ROLES:
+            raise InvalidParameter(f"unknown message role {message.role!r}; use one of: {', '.join(ROLES)}")
+        result.append({"role": message.role, "content": message.content})
+    return result
+
+
+def render_chat(
+    fmt: ChatFormat,
+    messages: Sequence[Message],
+    *,
+    add_generation_prompt: bool = True,
+    bos_token: str = "",
+    eos_token: str = "",
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    variables: Mapping[str, Any] | None = None,
+    limits: RenderLimits | None = None,
+) -> str:
+    """Render a conversation into prompt text with a chat format, in the sandbox.
+
+    The template decides where bos_token goes, so tokenize the result without adding another BOS.
+
+    Args:
+        fmt: the chat format (from choose_chat_format or fallback_format).
+        messages: the conversation; roles must be system, user, assistant or tool.
+        add_generation_prompt: end with the header that starts the assistant's turn.
+        bos_token: the model's beginning-of-sequence text, for templates that write it.
+        eos_token: the model's end-of-sequence text, for templates that write it.
+        tools: function definitions (OpenAI style) for templates that describe tools.
+        variables: further names some templates read (e.g. {"enable_thinking": False}).
+        limits: bounds on the render; RenderLimits() when None.
+
+    Returns:
+        The prompt text.
+
+    Raises:
+        InvalidParameter: a message has an unknown role, or a variable reuses a reserved name.
+        ContextOverflow: the conversation is too large for any template to render.
+        TemplateError: the template failed, tried to leave its sandbox, or passed a limit.
+    """
+    limits = limits or RenderLimits()
+    clash = sorted(_RESERVED.intersection(variables or {}))
+    if clash:
+        raise InvalidParameter(
+            f"template variable(s) {', '.join(clash)} are set by candor; pass them as arguments"
+        )
+    context: dict[str, Any] = {
+        **(variables or {}),
+        "messages": _message_dicts(messages),
+        "add_generation_prompt": bool(add_generation_prompt),
+        "bos_token": bos_token,
+        "eos_token": eos_token,
+        "tools": [dict(tool) for tool in tools] if tools is not None else None,
+    }
+    size = measure(context, limits.max_value)
+    if size > limits.max_value:
+        raise ContextOverflow(
+            f"the conversation is larger than a chat template may render ({limits.max_value:,} characters); "
+            "shorten it or start a new chat"
+        )
+    return render_template(
+        fmt.template,
+        context,
+        origin=fmt.origin,
+        remedy=_MODEL_REMEDY if not fmt.is_fallback else _RAW_REMEDY,
+        limits=limits,
+    )
