@@ -12,7 +12,7 @@ from typing import Any, Literal, overload
 from candor.config import Settings
 from candor.defaults import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME, default_model_path
 from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, SequenceRunner
-from candor.errors import CandorError, ModelNotFound
+from candor.errors import CandorError, InvalidParameter, ModelNotFound
 from candor.identity import ModelCard, read_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat
 from candor.types import Chunk, ChunkStream, Completion, FinishReason, Message, SamplingParams, Timings, Usage
@@ -224,9 +224,7 @@ class Model:
     def _exclusive(self) -> _Exclusive:
         return _Exclusive(self._lock)
 
-    def _stream(
-        self, tokens: list[int], params: SamplingParams, extra_stop: Sequence[str]
-    ) -> ChunkStream:
+    def _stream(self, tokens: list[int], params: SamplingParams, extra_stop: Sequence[str]) -> ChunkStream:
         self._runner.check_fits(tokens)  # fail at the call, not at the first next()
         return self._locked_stream(tokens, params, extra_stop)
 
@@ -301,11 +299,14 @@ def load(
         A loaded Model; close it (or use `with`) to free native memory.
     """
     s = settings or Settings.from_env()
+    for name, value in (("ctx", ctx), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidParameter(f"{name} must be a whole number of at least 1; got {value!r}")
     path = resolve_model(model, s)
     return Model(
         path,
-        ctx=ctx or s.ctx,
-        threads=threads or s.threads,
+        ctx=s.ctx if ctx is None else ctx,
+        threads=s.threads if threads is None else threads,
         batch=s.batch,
         gpu_layers=s.gpu_layers if gpu_layers is None else gpu_layers,
     )

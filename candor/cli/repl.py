@@ -68,12 +68,13 @@ class ChatSession:
         self.history.append(Message("user", text))
         parts: list[str] = []
         last = None
-        stream = (
-            self.model.generate(text, params=self.params)
-            if self.raw
-            else self.model.chat(self.messages(), params=self.params)
-        )
+        stream = None
         try:
+            stream = (
+                self.model.generate(text, params=self.params)
+                if self.raw
+                else self.model.chat(self.messages(), params=self.params)
+            )
             for chunk in stream:
                 if chunk.text:
                     parts.append(chunk.text)
@@ -81,7 +82,8 @@ class ChatSession:
                     self.out.flush()
                 last = chunk
         except KeyboardInterrupt:
-            stream.close()
+            if stream is not None:
+                stream.close()  # cancels the generation; the model is ready for the next turn
             self.out.write(" [stopped]")
         except CandorError:
             self.history.pop()
@@ -203,5 +205,7 @@ def chat_loop(model: Model, params: SamplingParams, *, system: str | None, raw: 
             continue
         try:
             session.ask(text)
+        except KeyboardInterrupt:  # Ctrl-C landed between reading the line and streaming
+            print(" [stopped]\n", file=sys.stdout)
         except CandorError as exc:
             print(f"Error: {exc}", file=sys.stderr)

@@ -1,0 +1,202 @@
+"""The `candor` command as a user runs it: real processes, the real default model, a real terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+import candor
+
+CANDOR = [sys.executable, "-m", "candor"]
+
+
+def candor(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CANDOR, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+
+
+def test_run_streams_an_answer_and_discloses_the_fallback(default_model_path: Path) -> None:
+    result = candor(
+        "run", str(default_model_path), "Name a colour.", "--temperature", "0", "--max-tokens", "12"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "fallback chat format 'gemma'" in result.stderr
+    again = candor(
+        "run", str(default_model_path), "Name a colour.", "--temperature", "0", "--max-tokens", "12"
+    )
+    assert again.stdout == result.stdout  # greedy is deterministic
+
+
+def test_run_with_piped_stdin_and_raw_and_verbose(default_model_path: Path, gemma: candor.Model) -> None:
+    result = candor(
+        "run",
+        str(default_model_path),
+        "--raw",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "--verbose",
+        stdin="The capital of France is",
+    )
+    assert result.returncode == 0, result.stderr
+    expected = gemma.generate("The capital of France is", stream=False, temperature=0, max_tokens=8).text
+    assert result.stdout == expected + "\n"
+    assert "fallback" not in result.stderr  # --raw uses no chat format at all
+    for line in ("load duration:", "prompt eval rate:", "eval count:           8 token(s)", "eval rate:"):
+        assert line in result.stderr
+
+
+def test_run_without_model_uses_the_default_and_a_spaced_first_word_is_the_prompt() -> None:
+    result = candor("run", "Say hello.", "--max-tokens", "4", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("run", "/no/such/model.gguf", "hi"), "no file at /no/such/model.gguf"),
+        (("run", "nosuchmodel:7b", "hi"), "no model named 'nosuchmodel:7b'"),
+        (("run", "hi there", "--temperature", "-1"), "temperature must be between"),
+        (("run", "hi there", "--ctx", "0"), "ctx must be"),
+        (("show", "/no/such/model.gguf"), "no file at"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: tuple[str, ...], message: str) -> None:
+    result = candor(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert result.stderr.startswith("Error: ")
+    no_traceback(result)
+
+
+def test_a_corrupt_model_file_is_a_clear_error(tmp_path: Path, default_model_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    with default_model_path.open("rb") as src:
+        cut.write_bytes(src.read(5_000_000))
+    for command in ("run", "show"):
+        result = candor(command, str(cut), *(["hi there"] if command == "run" else []))
+        assert result.returncode == 1
+        assert "Error: " in result.stderr and str(cut) in result.stderr
+        no_traceback(result)
+
+
+def test_show_json_reports_identity_from_metadata(default_model_path: Path) -> None:
+    result = candor("show", str(default_model_path), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["architecture"] == "gemma3"
+    assert data["parameter_count"] == 268_098_176
+    assert data["file_type"] == "Q4_K_M"
+    assert data["tensor_types"]["Q4_K"] > 0
+    assert data["context_length"] == 32768 and data["embedding_length"] == 640 and data["block_count"] == 18
+    assert data["vocab_size"] == 262_144 and data["tokenizer_model"] == "llama"
+    assert data["license"] == "gemma"
+    assert data["chat_template"] is None
+    assert data["chat_format"]["fallback"] is True and data["chat_format"]["name"] == "gemma"
+    assert data["sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    assert data["is_finetune"] is False
+
+
+def test_show_default_points_at_gemmas_terms() -> None:
+    result = candor("show")
+    assert result.returncode == 0, result.stderr
+    assert "base model, not a finetune" in result.stdout
+    terms = next(line for line in result.stdout.splitlines() if "full text" in line).split()[-1]
+    assert "Gemma Terms of Use" in Path(terms).read_text(encoding="utf-8")
+
+
+def test_doctor_reports_the_llama_cpp_build() -> None:
+    result = candor("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["llama_cpp_python"] == "0.3.36"
+    assert data["llama_cpp_commit"] and data["llama_cpp_commit"] != "unknown"
+    assert "CPU" in data["backends"]
+    assert any(s["env"] == "CANDOR_CTX" for s in data["settings"])
+    human = candor("doctor")
+    assert "llama.cpp build" in human.stdout and "CANDOR_THREADS" in human.stdout
+
+
+def test_version_and_help_with_examples() -> None:
+    assert candor("--version").stdout.startswith("candor ")
+    for command in ("run", "show", "doctor"):
+        result = candor(command, "--help")
+        assert result.returncode == 0 and "example" in result.stdout
+
+
+def test_interactive_chat_in_a_terminal(default_model_path: Path) -> None:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "candor", "run", str(default_model_path)],
+        encoding="utf-8",
+        timeout=60,
+        env={**os.environ, "TERM": "dumb"},
+        dimensions=(40, 200),
+    )
+    try:
+        child.expect(">>> ")
+        child.sendline("/set parameter temperature 0")
+        child.expect("Set parameter 'temperature' to '0'")
+        child.sendline("/set parameter num_predict 12")
+        child.expect("Set parameter 'num_predict'")
+        child.sendline("/set parameter top_k -3")
+        child.expect("Could not set top_k")
+        child.sendline("/set system You are terse.")
+        child.expect("Set system message.")
+        child.sendline("/show parameters")
+        child.expect(r"num_predict\s+12")
+        child.sendline("/show system")
+        child.expect("You are terse.")
+        child.sendline("/show info")
+        child.expect("gemma3")
+        child.sendline("Name a colour.")
+        child.expect(">>> ")
+        child.sendline("/clear")
+        child.expect("Cleared session context")
+        # Ctrl-C stops a long answer and leaves the chat running.
+        child.sendline("/set parameter num_predict 4000")
+        child.expect("Set parameter")
+        child.sendline("Write a very long story about a lighthouse.")
+        child.expect("lighthouse.\r\n")  # the terminal's echo of the line
+        child.expect(r"\w+ \w+ \w+ \w+")  # the answer is streaming
+        child.sendintr()
+        child.expect(r"\[stopped\]")
+        child.expect(">>> ")
+        child.sendline("/set parameter num_predict 12")
+        child.expect("Set parameter")
+        child.sendline('"""Two')
+        child.sendline('lines"""')
+        child.expect(">>> ")
+        child.sendline("/bogus")
+        child.expect("Unknown command")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in (child.before or "")
+
+
+def test_ctrl_d_leaves_the_chat(default_model_path: Path) -> None:
+    child = pexpect.spawn(
+        sys.executable, ["-m", "candor", "run", str(default_model_path)], encoding="utf-8", timeout=60
+    )
+    child.expect(">>> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
