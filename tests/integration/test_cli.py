@@ -16,7 +16,7 @@ import candor
 CANDOR = [sys.executable, "-m", "candor"]
 
 
-def candor(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CANDOR, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
     )
@@ -60,7 +60,7 @@ def test_run_with_piped_stdin_and_raw_and_verbose(default_model_path: Path, gemm
 
 
 def test_run_without_model_uses_the_default_and_a_spaced_first_word_is_the_prompt() -> None:
-    result = candor("run", "Say hello.", "--max-tokens", "4", "--seed", "1")
+    result = run_cli("run", "Say hello.", "--max-tokens", "4", "--seed", "1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
 
@@ -76,7 +76,7 @@ def test_run_without_model_uses_the_default_and_a_spaced_first_word_is_the_promp
     ],
 )
 def test_bad_input_is_one_clear_line(args: tuple[str, ...], message: str) -> None:
-    result = candor(*args)
+    result = run_cli(*args)
     assert result.returncode == 1
     assert message in result.stderr
     assert result.stderr.startswith("Error: ")
@@ -88,14 +88,14 @@ def test_a_corrupt_model_file_is_a_clear_error(tmp_path: Path, default_model_pat
     with default_model_path.open("rb") as src:
         cut.write_bytes(src.read(5_000_000))
     for command in ("run", "show"):
-        result = candor(command, str(cut), *(["hi there"] if command == "run" else []))
+        result = run_cli(command, str(cut), *(["hi there"] if command == "run" else []))
         assert result.returncode == 1
         assert "Error: " in result.stderr and str(cut) in result.stderr
         no_traceback(result)
 
 
 def test_show_json_reports_identity_from_metadata(default_model_path: Path) -> None:
-    result = candor("show", str(default_model_path), "--json")
+    result = run_cli("show", str(default_model_path), "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["architecture"] == "gemma3"
@@ -112,7 +112,7 @@ def test_show_json_reports_identity_from_metadata(default_model_path: Path) -> N
 
 
 def test_show_default_points_at_gemmas_terms() -> None:
-    result = candor("show")
+    result = run_cli("show")
     assert result.returncode == 0, result.stderr
     assert "base model, not a finetune" in result.stdout
     terms = next(line for line in result.stdout.splitlines() if "full text" in line).split()[-1]
@@ -120,21 +120,21 @@ def test_show_default_points_at_gemmas_terms() -> None:
 
 
 def test_doctor_reports_the_llama_cpp_build() -> None:
-    result = candor("doctor", "--json")
+    result = run_cli("doctor", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["llama_cpp_python"] == "0.3.36"
     assert data["llama_cpp_commit"] and data["llama_cpp_commit"] != "unknown"
     assert "CPU" in data["backends"]
     assert any(s["env"] == "CANDOR_CTX" for s in data["settings"])
-    human = candor("doctor")
+    human = run_cli("doctor")
     assert "llama.cpp build" in human.stdout and "CANDOR_THREADS" in human.stdout
 
 
 def test_version_and_help_with_examples() -> None:
-    assert candor("--version").stdout.startswith("candor ")
+    assert run_cli("--version").stdout.startswith("candor ")
     for command in ("run", "show", "doctor"):
-        result = candor(command, "--help")
+        result = run_cli(command, "--help")
         assert result.returncode == 0 and "example" in result.stdout
 
 
