@@ -27,20 +27,20 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_run_streams_an_answer_and_discloses_the_fallback(default_model_path: Path) -> None:
-    result = candor(
+    result = run_cli(
         "run", str(default_model_path), "Name a colour.", "--temperature", "0", "--max-tokens", "12"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert "fallback chat format 'gemma'" in result.stderr
-    again = candor(
+    again = run_cli(
         "run", str(default_model_path), "Name a colour.", "--temperature", "0", "--max-tokens", "12"
     )
     assert again.stdout == result.stdout  # greedy is deterministic
 
 
 def test_run_with_piped_stdin_and_raw_and_verbose(default_model_path: Path, gemma: candor.Model) -> None:
-    result = candor(
+    result = run_cli(
         "run",
         str(default_model_path),
         "--raw",
