@@ -41,3 +41,11 @@ class EngineError(CandorError):
 
 class ModelClosed(CandorError):
     """The model was closed and its native memory freed."""
+
+
+class DownloadError(CandorError):
+    """A download failed (network, server, disk); what was fetched so far is kept for resuming."""
+
+
+class IntegrityError(CandorError):
+    """A file's content does not match the hash it was published with."""

@@ -13,7 +13,8 @@ from candor.config import Settings
 from candor.defaults import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME, default_model_path
 from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, SequenceRunner
 from candor.errors import CandorError, InvalidParameter, ModelNotFound
-from candor.identity import ModelCard, read_card
+from candor.identity import ModelCard
+from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat
 from candor.types import Chunk, ChunkStream, Completion, FinishReason, Message, SamplingParams, Timings, Usage
 
@@ -41,7 +42,7 @@ class Model:
     def __init__(self, path: Path, *, ctx: int, threads: int, batch: int, gpu_layers: int) -> None:
         started = time.perf_counter()
         self.path = path
-        self.card: ModelCard = read_card(path)  # raises on a malformed file before llama.cpp sees it
+        self.card: ModelCard = checked_card(path)  # a malformed file never reaches llama.cpp
         self._native = NativeModel(path, gpu_layers=gpu_layers)
         try:
             n_ctx = min(ctx, self._native.n_ctx_train) if self._native.n_ctx_train > 0 else ctx

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
 from typing import TextIO
 
 from candor.cli.stats import print_stats
 from candor.errors import CandorError, InvalidParameter
 from candor.model import Model
+from candor.options import SAMPLING_OPTIONS, parse_option
 from candor.types import Message, SamplingParams
 
 HELP = """Available commands:
@@ -20,21 +20,6 @@ HELP = """Available commands:
   /bye                        leave (or Ctrl-D)
   /?, /help                   this help
 Ctrl-C stops the current answer. Start and end a multi-line message with \"\"\"."""
-
-# Ollama's parameter names -> SamplingParams fields, with the type each value parses as.
-PARAMETERS: dict[str, tuple[str, Callable[[str], object]]] = {
-    "temperature": ("temperature", float),
-    "top_k": ("top_k", int),
-    "top_p": ("top_p", float),
-    "min_p": ("min_p", float),
-    "typical_p": ("typical_p", float),
-    "repeat_penalty": ("repeat_penalty", float),
-    "repeat_last_n": ("repeat_last_n", int),
-    "presence_penalty": ("presence_penalty", float),
-    "frequency_penalty": ("frequency_penalty", float),
-    "seed": ("seed", int),
-    "num_predict": ("max_tokens", int),
-}
 
 
 class ChatSession:
@@ -122,7 +107,7 @@ class ChatSession:
             self._set_parameter(key, value)
         elif words and words[0] == "parameter":
             print(
-                "Usage: /set parameter NAME VALUE, where NAME is one of: " + ", ".join(PARAMETERS),
+                "Usage: /set parameter NAME VALUE, where NAME is one of: " + ", ".join(SAMPLING_OPTIONS),
                 file=self.out,
             )
         else:
@@ -132,17 +117,12 @@ class ChatSession:
         if key == "num_ctx":
             print("num_ctx is fixed when the model loads; restart with --ctx N", file=self.out)
             return
-        if key == "stop":
-            self.params = self.params.with_overrides(stop=(*self.params.stop, value))
-            print(f"Set parameter 'stop' to {list(self.params.stop)}", file=self.out)
-            return
-        if key not in PARAMETERS:
-            print(f"Unknown parameter '{key}'; known: {', '.join(PARAMETERS)}, stop, num_ctx", file=self.out)
-            return
-        field, parse = PARAMETERS[key]
         try:
-            self.params = self.params.with_overrides(**{field: parse(value)})
-        except (ValueError, InvalidParameter) as exc:
+            field, parsed = parse_option(key, value)
+            if field == "stop":
+                parsed = (*self.params.stop, parsed)
+            self.params = self.params.with_overrides(**{field: parsed})
+        except InvalidParameter as exc:
             print(f"Could not set {key}: {exc}", file=self.out)
             return
         print(f"Set parameter '{key}' to '{value}'", file=self.out)
@@ -155,7 +135,7 @@ class ChatSession:
             print(f"context window: {self.model.n_ctx} tokens", file=self.out)
             print(f"chat format: {self.model.chat_format.describe()}", file=self.out)
         elif what == "parameters":
-            for key, (field, _) in PARAMETERS.items():
+            for key, (field, _) in SAMPLING_OPTIONS.items():
                 print(f"{key:<18} {getattr(self.params, field)}", file=self.out)
             print(f"{'stop':<18} {list(self.params.stop)}", file=self.out)
         elif what == "system":

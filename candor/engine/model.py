@@ -8,7 +8,7 @@ from pathlib import Path
 import llama_cpp
 
 from candor.engine.native import ensure_backend
-from candor.errors import ModelClosed, ModelLoadError
+from candor.errors import ModelClosed, ModelLoadError, UnsupportedModel
 
 
 class NativeModel:
@@ -23,10 +23,16 @@ class NativeModel:
         mark = sink.mark()
         handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not handle:
-            reasons = "; ".join(sink.errors_since(mark)[-3:]) or "no reason was logged"
+            errors = sink.errors_since(mark)
+            reasons = "; ".join(errors[-3:]) or "no reason was logged"
+            if any("unknown model architecture" in line for line in errors):
+                raise UnsupportedModel(
+                    f"llama.cpp (this build) cannot run {path}: {reasons}. Upgrade llama-cpp-python for a "
+                    "newer llama.cpp that knows this architecture."
+                )
             raise ModelLoadError(
-                f"llama.cpp could not load {path}: {reasons}. If the architecture is unknown, "
-                "upgrade llama-cpp-python; if the file is damaged, download it again."
+                f"llama.cpp could not load {path}: {reasons}. If the file is damaged, download it again; "
+                "if it comes from Ollama's library, get the model as a GGUF from Hugging Face instead."
             )
         self._handle: int | None = handle
         self.path = path
