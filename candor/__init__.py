@@ -22,6 +22,15 @@ from candor.errors import (
     TemplateError,
     UnsupportedModel,
 )
+from candor.manage import (
+    copy_model,
+    import_model,
+    import_ollama,
+    licenses,
+    list_models,
+    pull,
+    remove_model,
+)
 from candor.model import Model, load
 from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage
 
@@ -32,8 +41,8 @@ __all__ = [
     "ContextOverflow",
     "DownloadError",
     "EngineError",
-    "IntegrityError",
     "FinishReason",
+    "IntegrityError",
     "InvalidModelFile",
     "InvalidParameter",
     "Message",
@@ -47,5 +56,12 @@ __all__ = [
     "UnsupportedModel",
     "Usage",
     "__version__",
+    "copy_model",
+    "import_model",
+    "import_ollama",
+    "licenses",
+    "list_models",
     "load",
+    "pull",
+    "remove_model",
 ]

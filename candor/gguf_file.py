@@ -332,6 +332,8 @@ def _parse(cur: _Cursor, find_tokens: Collection[str], max_array: int) -> GGUFHe
             f"{cur.path} is a big-endian GGUF file (version field {version:#x}); "
             "use a little-endian conversion of the model"
         )
+    if version > 0xFF:  # no GGUF version will come near this: the header is damaged
+        raise cur.error(f"the GGUF version field reads {version}")
     if version not in SUPPORTED_VERSIONS:
         fix = (
             "re-convert the model with a current llama.cpp"

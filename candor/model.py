@@ -10,38 +10,35 @@ from types import TracebackType
 from typing import Any, Literal, overload
 
 from candor.config import Settings
-from candor.defaults import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME, default_model_path
 from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, SequenceRunner
-from candor.errors import CandorError, InvalidParameter, ModelNotFound
+from candor.errors import CandorError, InvalidParameter
 from candor.identity import ModelCard
+from candor.options import apply_options
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat
+from candor.store import Store, StoreEntry
 from candor.types import Chunk, ChunkStream, Completion, FinishReason, Message, SamplingParams, Timings, Usage
-
-
-def resolve_model(model: str | Path | None, settings: Settings) -> Path:
-    """Turn a model argument (None, the default model's name, or a .gguf path) into a file path."""
-    if model is None or (isinstance(model, str) and model in DEFAULT_MODEL_ALIASES):
-        return default_model_path(settings.cache_dir)
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path
-    if path.exists():
-        raise ModelNotFound(f"{path} is a directory, not a model file; give the path of a .gguf file")
-    if isinstance(model, Path) or str(model).endswith(".gguf") or "/" in str(model):
-        raise ModelNotFound(f"no file at {path}; check the path, or run the default model with no MODEL")
-    raise ModelNotFound(
-        f"no model named {model!r}; give a path to a .gguf file, or use the default model "
-        f"{DEFAULT_MODEL_NAME!r} (names from a model store arrive with `candor pull`)"
-    )
 
 
 class Model:
     """A loaded GGUF model. Use as a context manager, or call close(), to free its native memory."""
 
-    def __init__(self, path: Path, *, ctx: int, threads: int, batch: int, gpu_layers: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        ctx: int,
+        threads: int,
+        batch: int,
+        gpu_layers: int,
+        entry: StoreEntry | None = None,
+    ) -> None:
         started = time.perf_counter()
         self.path = path
+        self.entry = entry  # the store entry this was loaded by name from, if any
+        # A store entry may carry defaults (an Ollama model's `system` and `params` layers).
+        self.system: str | None = entry.system if entry else None
+        self.defaults: SamplingParams = apply_options(SamplingParams(), entry.parameters if entry else {})
         self.card: ModelCard = checked_card(path)  # a malformed file never reaches llama.cpp
         self._native = NativeModel(path, gpu_layers=gpu_layers)
         try:
@@ -191,9 +188,12 @@ class Model:
     def chat_tokens(self, messages: Sequence[Message | Mapping[str, Any]]) -> list[int]:
         """Render a conversation with the chat format and tokenize it, BOS included exactly once."""
         native = self._native
+        turns = [Message.coerce(m) for m in messages]
+        if self.system and not any(m.role == "system" for m in turns):
+            turns.insert(0, Message("system", self.system))
         text = render_chat(
             self.chat_format,
-            [Message.coerce(m) for m in messages],
+            turns,
             bos_token=native.token_text(native.bos) if native.bos >= 0 else "",
             eos_token=native.token_text(native.eos) if native.eos >= 0 else "",
         )
@@ -217,9 +217,8 @@ class Model:
 
     # -- internals -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _params(params: SamplingParams | None, overrides: Mapping[str, Any]) -> SamplingParams:
-        base = params if params is not None else SamplingParams()
+    def _params(self, params: SamplingParams | None, overrides: Mapping[str, Any]) -> SamplingParams:
+        base = params if params is not None else self.defaults
         return base.with_overrides(**overrides) if overrides else base
 
     def _exclusive(self) -> _Exclusive:
@@ -291,7 +290,7 @@ def load(
     """Load a model by path or name (None: the embedded default model).
 
     Args:
-        model: a .gguf path, the default model's name, or None.
+        model: a store name (`candor list`), a .gguf path, or None for the default model.
         ctx: context window in tokens (default CANDOR_CTX, capped at what the model was trained for).
         threads: CPU threads (default: physical cores).
         gpu_layers: layers to offload when a GPU backend is built in (-1: all, 0: none).
@@ -303,9 +302,10 @@ def load(
     for name, value in (("ctx", ctx), ("threads", threads)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InvalidParameter(f"{name} must be a whole number of at least 1; got {value!r}")
-    path = resolve_model(model, s)
+    path, entry = Store(s).resolve(model)
     return Model(
         path,
+        entry=entry,
         ctx=s.ctx if ctx is None else ctx,
         threads=s.threads if threads is None else threads,
         batch=s.batch,

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from candor.config import Settings
-from candor.defaults import DEFAULT_MODEL_ALIASES, default_model_terms
 from candor.identity import ModelCard, file_sha256, read_card
-from candor.model import resolve_model
+from candor.preflight import checked_card
 from candor.prompt import choose_chat_format
+from candor.store import Store
+from candor.store.claims import check_name
+from candor.store.licenses import license_texts
 
 EXAMPLES = """examples:
   candor show                              the embedded default model
@@ -40,12 +41,12 @@ def register(sub: Any) -> None:
 
 def describe(model: str | None) -> dict[str, Any]:
     """Everything `show` reports, as JSON-able data."""
-    settings = Settings.from_env()
-    path = resolve_model(model, settings)
-    card = read_card(path)
+    store = Store()
+    path, entry = store.resolve(model)
+    card = checked_card(path)
     fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
     data = card.to_dict()
-    data["sha256"] = file_sha256(path, settings.cache_dir)
+    data["sha256"] = file_sha256(path, store.settings.cache_dir)
     data["chat_format"] = {
         "source": fmt.source,
         "name": fmt.name,
@@ -54,8 +55,12 @@ def describe(model: str | None) -> dict[str, Any]:
         "template": fmt.template,
         "stop": list(fmt.stop),
     }
-    is_default = model is None or model in DEFAULT_MODEL_ALIASES
-    data["license_text_path"] = str(default_model_terms()) if is_default else None
+    data["store"] = None
+    data["name_claims"] = []
+    if entry is not None:
+        data["store"] = {k: v for k, v in entry.to_json().items() if k not in ("path",)}
+        data["name_claims"] = [c.message for c in check_name(entry.name, card)]
+    data["license_texts"] = [str(p) for p in license_texts(store, entry)]
     return data
 
 
@@ -75,6 +80,14 @@ def _mib(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
+def _source(store: dict[str, Any] | None) -> str | None:
+    if not store:
+        return None
+    origin = store.get("origin", {})
+    where = origin.get("repo") or origin.get("ollama_name") or origin.get("path") or origin.get("package")
+    return f"{store['source']}: {where}" if where else store["source"]
+
+
 def print_card(data: dict[str, Any], card: ModelCard) -> None:
     """Human-readable sections, in the spirit of `ollama show`."""
     out = sys.stdout
@@ -85,6 +98,8 @@ def print_card(data: dict[str, Any], card: ModelCard) -> None:
             "Identity",
             [
                 ("what it is", card.lineage()),
+                ("store name", data["store"]["name"] if data["store"] else None),
+                *(("name claim", f"MISLEADING: {claim}") for claim in data["name_claims"]),
                 ("name", data["name"]),
                 ("basename", data["basename"]),
                 ("finetune", data["finetune"]),
@@ -127,13 +142,14 @@ def print_card(data: dict[str, Any], card: ModelCard) -> None:
                 ("license", data["license"]),
                 ("license name", data["license_name"]),
                 ("license link", data["license_link"]),
-                ("full text", data["license_text_path"]),
+                ("full text", "; ".join(data["license_texts"]) or None),
             ],
         ),
         (
             "File",
             [
                 ("path", data["path"]),
+                ("source", _source(data["store"])),
                 ("size", f"{_mib(data['file_size'])} ({data['file_size']:,} bytes)"),
                 ("sha256", data["sha256"]),
                 ("GGUF version", data["gguf_version"]),
