@@ -16,15 +16,21 @@ DECODE_OK = 0
 DECODE_NO_KV_SLOT = 1
 
 
+# KV cache element types a user may choose (ggml_type ids): full precision, or quantized to save memory.
+KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+
+
 @dataclass(frozen=True)
 class ContextConfig:
-    """How a context is sized."""
+    """How a context is sized. With several sequences the KV cache is unified: one pool of n_ctx cells."""
 
     n_ctx: int
     n_batch: int = 512
     n_threads: int = 2
     n_seq_max: int = 1
     embeddings: bool = False
+    kv_type: str = "f16"
+    kv_unified: bool = True
 
 
 class Batch:
@@ -70,6 +76,8 @@ class NativeContext:
         params.n_threads = config.n_threads
         params.n_threads_batch = config.n_threads
         params.embeddings = config.embeddings
+        params.kv_unified = config.kv_unified
+        params.type_k = params.type_v = KV_TYPES[config.kv_type]
         params.pooling_type = pooling_type
         params.no_perf = True
         mark = sink.mark()

@@ -3,7 +3,7 @@
 A malformed or Ollama-rewritten file can make llama.cpp abort (GGML_ASSERT) instead of returning an
 error; run in a child, that abort becomes an answer instead of the end of the caller.
 
-    python -m candor.engine.probe MODEL.gguf     exit 0: loads; exit 3: refused (reason on stderr)
+    python -m candor.engine.probe_child MODEL.gguf    exit 0: loads; 3: refused (reason on stderr)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REFUSED = 3
+REFUSED = 3  # the child's exit status when llama.cpp returned an error (not a crash)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def probe_load(path: Path, *, timeout: float = 120.0) -> ProbeResult:
     """Load the model's weights (memory-mapped, no context) in a child process and report the outcome."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "candor.engine.probe", str(path)],
+            [sys.executable, "-m", "candor.engine.probe_child", str(path)],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -54,19 +54,3 @@ def probe_load(path: Path, *, timeout: float = 120.0) -> ProbeResult:
             False, f"llama.cpp crashed while loading it ({name})" + (f": {detail}" if detail else "")
         )
     return ProbeResult(False, _last_lines(done.stderr) or f"the loader exited with status {done.returncode}")
-
-
-def _main(argv: list[str]) -> int:
-    from candor.engine.model import NativeModel
-    from candor.errors import CandorError
-
-    try:
-        NativeModel(Path(argv[0]), gpu_layers=0).close()
-    except CandorError as exc:
-        print(exc, file=sys.stderr)
-        return REFUSED
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
