@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import codecs
-import time
 from collections.abc import Sequence
 
 from candor.engine.context import DECODE_NO_KV_SLOT, NativeContext
 from candor.engine.sampler import SamplerChain
+from candor.engine.textout import TextOut
 from candor.errors import ContextOverflow, EngineError, InvalidParameter
-from candor.textstream import StopMatcher
-from candor.types import Chunk, ChunkStream, FinishReason, SamplingParams, Timings, Usage
+from candor.types import ChunkStream, SamplingParams
 
 SEQ = 0  # this runner drives a single sequence; the batching scheduler uses many
 
@@ -77,41 +75,19 @@ class SequenceRunner:
         if not prompt:
             raise InvalidParameter("the prompt is empty; give at least one token of text")
         self.check_fits(prompt)
-        model = self.model
-        sampler = SamplerChain(params, model.n_vocab)
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(tuple(params.stop) + tuple(extra_stop))
-        limit = params.max_tokens
+        sampler = SamplerChain(params, self.model.n_vocab)
+        out = TextOut(self.model, params, extra_stop)
         n_ctx = self.context.n_ctx
-        generated: list[int] = []
-        pending: list[int] = []  # tokens whose text has not been yielded yet
-        finish = FinishReason.LENGTH
-        hit = False
-        started = time.perf_counter()
-        first_token_at = started
         try:
             self._prefill(prompt, self._reuse_prefix(prompt))
             batch = self.context.batch
             while True:
                 token = sampler.sample(self.context, -1)
-                if not generated:
-                    first_token_at = time.perf_counter()
-                if model.is_eog(token) and not params.ignore_eos:
-                    finish = FinishReason.STOP
-                    break
-                generated.append(token)
-                pending.append(token)
-                text, hit = stops.push(utf8.decode(model.piece(token)))
-                if hit:
-                    finish = FinishReason.STOP
-                    yield Chunk(text, tuple(pending))
-                    pending = []
-                    break
-                if text:
-                    yield Chunk(text, tuple(pending))
-                    pending = []
+                chunk = out.accept(token)
+                if chunk is not None:
+                    yield chunk
                 pos = len(self.held)
-                if (limit is not None and len(generated) >= limit) or pos >= n_ctx:
+                if out.finish is not None or pos >= n_ctx:
                     break
                 batch.clear()
                 batch.add(token, pos, SEQ, True)
@@ -124,17 +100,4 @@ class SequenceRunner:
             raise
         finally:
             sampler.close()
-        tail = ""
-        if not hit:  # release what was held back for a stop string that never completed
-            tail, hit = stops.push(utf8.decode(b"", final=True))
-            tail += "" if hit else stops.flush()
-        finished_at = time.perf_counter()
-        yield Chunk(
-            tail,
-            tuple(pending),
-            finish_reason=finish,
-            usage=Usage(prompt_tokens=len(prompt), completion_tokens=len(generated)),
-            timings=Timings(
-                prompt_seconds=first_token_at - started, decode_seconds=finished_at - first_token_at
-            ),
-        )
+        yield out.final(len(prompt))

@@ -1,0 +1,66 @@
+"""One sequence's output: sampled tokens -> whole UTF-8 text, stop strings cut, limits, final usage."""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Sequence
+
+from candor.engine.model import NativeModel
+from candor.textstream import StopMatcher
+from candor.types import Chunk, FinishReason, SamplingParams, Timings, Usage
+
+
+class TextOut:
+    """Feed it each sampled token; it says what text to emit and when the sequence is finished."""
+
+    def __init__(self, model: NativeModel, params: SamplingParams, extra_stop: Sequence[str] = ()) -> None:
+        self._model = model
+        self._ignore_eos = params.ignore_eos
+        self._limit = params.max_tokens
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = StopMatcher((*params.stop, *extra_stop))
+        self._stopped = False
+        self.generated: list[int] = []
+        self.pending: list[int] = []  # tokens whose text has not been emitted yet
+        self.finish: FinishReason | None = None
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+
+    def accept(self, token: int) -> Chunk | None:
+        """Take one sampled token; return a chunk when there is text to emit. Sets `finish` when done."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        if not self._ignore_eos and self._model.is_eog(token):
+            self.finish = FinishReason.STOP
+            return None
+        self.generated.append(token)
+        self.pending.append(token)
+        text, hit = self._stops.push(self._utf8.decode(self._model.piece(token)))
+        if hit:
+            self._stopped = True
+            self.finish = FinishReason.STOP
+        elif self._limit is not None and len(self.generated) >= self._limit:
+            self.finish = FinishReason.LENGTH
+        if not text and not hit:
+            return None
+        chunk = Chunk(text, tuple(self.pending))
+        self.pending = []
+        return chunk
+
+    def final(self, prompt_tokens: int, finish: FinishReason | None = None) -> Chunk:
+        """The last chunk: text held back for a stop string that never completed, usage and timings."""
+        reason = finish or self.finish or FinishReason.LENGTH
+        tail = ""
+        if not self._stopped:
+            tail, hit = self._stops.push(self._utf8.decode(b"", final=True))
+            tail += "" if hit else self._stops.flush()
+        now = time.perf_counter()
+        first = self.first_token_at if self.first_token_at is not None else now
+        return Chunk(
+            tail,
+            tuple(self.pending),
+            finish_reason=reason,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(self.generated)),
+            timings=Timings(prompt_seconds=first - self.started, decode_seconds=now - first),
+        )
