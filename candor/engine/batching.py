@@ -1,0 +1,260 @@
+"""Continuous batching: one llama context, N sequences (slots), one llama_decode per step.
+
+Every step builds one batch holding the next token of every decoding slot plus chunks of the prompts
+of newly admitted requests (chunked prefill, so a long prompt does not stall the others), decodes it
+once, samples each slot with its own sampler chain, and returns each request's new text. Requests join
+at the next step; a finished or cancelled one frees its slot at once. A slot keeps its KV after a
+request ends, so the next request sharing a prefix (the next turn of a chat) decodes only the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from candor.engine.context import DECODE_NO_KV_SLOT, ContextConfig, NativeContext
+from candor.engine.generate import common_prefix
+from candor.engine.model import NativeModel
+from candor.engine.sampler import SamplerChain
+from candor.engine.textout import TextOut
+from candor.errors import CandorError, ContextOverflow, EngineError, InvalidParameter
+from candor.types import Chunk, FinishReason, SamplingParams
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """A generation for the batch engine: prompt tokens and how to sample them."""
+
+    id: int
+    prompt: tuple[int, ...]
+    params: SamplingParams
+    extra_stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """Output of one step for one request: a chunk (the last has finish_reason), or an error."""
+
+    request_id: int
+    chunk: Chunk | None = None
+    error: CandorError | None = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the request is over after this event."""
+        return self.error is not None or (self.chunk is not None and self.chunk.finish_reason is not None)
+
+
+@dataclass
+class _Slot:
+    seq: int
+    held: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds, by position
+    request: EngineRequest | None = None
+    fed: int = 0  # prompt tokens decoded so far
+    next_token: int | None = None  # sampled, not yet decoded
+    sampler: SamplerChain | None = None
+    out: TextOut | None = None
+    output_index: int = -1  # row of this slot's logits in the current batch
+    planned: int = 0  # prompt tokens of this slot in the current batch
+    last_used: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.request is not None
+
+
+class BatchEngine:
+    """Drives one context with several sequences. Not thread-safe: one loop owns it."""
+
+    def __init__(self, model: NativeModel, config: ContextConfig, *, max_request_tokens: int) -> None:
+        self.model = model
+        self.context = NativeContext(model, config)
+        self.max_request_tokens = min(max_request_tokens, self.context.n_ctx)
+        self.slots = [_Slot(seq) for seq in range(config.n_seq_max)]
+        self.waiting: deque[EngineRequest] = deque()
+        self._batch_budget = config.n_batch
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    def submit(self, request: EngineRequest) -> EngineEvent | None:
+        """Queue a request; an immediate error event when it can never run."""
+        if not request.prompt:
+            return EngineEvent(request.id, error=InvalidParameter("the prompt is empty; give some text"))
+        if len(request.prompt) >= self.max_request_tokens:
+            return EngineEvent(
+                request.id,
+                error=ContextOverflow(
+                    f"the prompt is {len(request.prompt)} tokens but a request may use at most "
+                    f"{self.max_request_tokens}; use a larger context (num_ctx) or shorten the prompt"
+                ),
+            )
+        self.waiting.append(request)
+        return None
+
+    def cancel(self, request_id: int) -> bool:
+        """Drop a request, waiting or running; its slot is free at once. False if unknown."""
+        for request in self.waiting:
+            if request.id == request_id:
+                self.waiting.remove(request)
+                return True
+        for slot in self.slots:
+            if slot.request is not None and slot.request.id == request_id:
+                self._release(slot)
+                return True
+        return False
+
+    @property
+    def busy(self) -> bool:
+        """Whether a step would do work."""
+        return bool(self.waiting) or any(s.active for s in self.slots)
+
+    @property
+    def active_count(self) -> int:
+        """Slots running a request."""
+        return sum(1 for s in self.slots if s.active)
+
+    def close(self) -> None:
+        """Free samplers and the context."""
+        for slot in self.slots:
+            self._release(slot)
+        self.context.close()
+
+    # -- the step ------------------------------------------------------------------------------------
+
+    def step(self) -> list[EngineEvent]:
+        """Admit waiting requests, decode one batch, sample every slot that has logits."""
+        events: list[EngineEvent] = []
+        self._admit()
+        if not self._fill_batch():
+            return events
+        status = self.context.decode()
+        while status == DECODE_NO_KV_SLOT:
+            events.extend(self._make_room())
+            if not self._fill_batch():
+                return events
+            status = self.context.decode()
+        self._commit_batch()
+        for slot in self.slots:
+            if slot.request is None or slot.output_index < 0:
+                continue
+            events.extend(self._sample(slot))
+        return events
+
+    def _admit(self) -> None:
+        while self.waiting:
+            idle = [s for s in self.slots if not s.active]
+            if not idle:
+                return
+            request = self.waiting.popleft()
+            # The idle slot whose KV shares the longest prefix with this prompt; else the least recently used.
+            slot = max(idle, key=lambda s: (common_prefix(s.held, request.prompt), -s.last_used))
+            keep = self._reuse(slot, request.prompt)
+            slot.request = request
+            slot.fed = keep
+            slot.next_token = None
+            slot.sampler = SamplerChain(request.params, self.model.n_vocab)
+            slot.out = TextOut(self.model, request.params, request.extra_stop)
+
+    def _reuse(self, slot: _Slot, prompt: Sequence[int]) -> int:
+        keep = min(common_prefix(slot.held, prompt), len(prompt) - 1)
+        if keep > 0 and self.context.forget(slot.seq, keep):
+            window_start = max(0, keep - self.model.n_swa) if self.model.n_swa > 0 else 0
+            if self.context.earliest_position(slot.seq) <= window_start:
+                del slot.held[keep:]
+                return keep
+        self.context.forget(slot.seq, 0)
+        slot.held.clear()
+        return 0
+
+    def _fill_batch(self) -> bool:
+        """Put every decoding slot's next token, then prompt chunks, into the batch; False if empty."""
+        batch = self.context.batch
+        batch.clear()
+        for slot in self.slots:
+            slot.output_index = -1
+            slot.planned = 0
+            if slot.request is not None and slot.next_token is not None:
+                slot.output_index = batch.n_tokens
+                batch.add(slot.next_token, len(slot.held), slot.seq, True)
+        budget = self._batch_budget - batch.n_tokens
+        for slot in self.slots:
+            request = slot.request
+            if request is None or slot.next_token is not None or budget <= 0:
+                continue
+            end = min(len(request.prompt), slot.fed + budget)
+            for pos in range(slot.fed, end):
+                last = pos == len(request.prompt) - 1
+                if last:
+                    slot.output_index = batch.n_tokens
+                batch.add(request.prompt[pos], pos, slot.seq, last)
+            slot.planned = end - slot.fed
+            budget -= slot.planned
+        return batch.n_tokens > 0
+
+    def _commit_batch(self) -> None:
+        """Record what the successful decode put into each slot's KV."""
+        for slot in self.slots:
+            request = slot.request
+            if request is None:
+                continue
+            if slot.next_token is not None:
+                slot.held.append(slot.next_token)
+            elif slot.planned:
+                slot.held.extend(request.prompt[slot.fed : slot.fed + slot.planned])
+                slot.fed += slot.planned
+
+    def _sample(self, slot: _Slot) -> list[EngineEvent]:
+        request, sampler, out = slot.request, slot.sampler, slot.out
+        assert request is not None and sampler is not None and out is not None
+        token = sampler.sample(self.context, slot.output_index)
+        events = []
+        chunk = out.accept(token)
+        if chunk is not None:
+            events.append(EngineEvent(request.id, chunk))
+        if out.finish is None and len(slot.held) >= self.max_request_tokens:
+            out.finish = FinishReason.LENGTH
+        if out.finish is not None:
+            events.append(EngineEvent(request.id, out.final(len(request.prompt))))
+            self._release(slot)
+        else:
+            slot.next_token = token
+        return events
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.sampler is not None:
+            slot.sampler.close()
+        slot.request = slot.sampler = slot.out = None
+        slot.next_token = None
+        slot.output_index = -1
+        slot.last_used = time.monotonic()
+
+    def _make_room(self) -> list[EngineEvent]:
+        """The KV cache is full: drop idle slots' cached prefixes first, then end the longest request."""
+        idle_with_kv = [s for s in self.slots if not s.active and s.held]
+        if idle_with_kv:
+            for slot in idle_with_kv:
+                self.context.forget(slot.seq, 0)
+                slot.held.clear()
+            return []
+        running = [s for s in self.slots if s.active]
+        if not running:
+            raise EngineError("llama.cpp found no KV room for an empty batch")
+        victim = max(running, key=lambda s: len(s.held))
+        request, out = victim.request, victim.out
+        assert request is not None and out is not None
+        if victim.next_token is None:  # still reading its prompt: it can never fit beside the others
+            event = EngineEvent(
+                request.id,
+                error=ContextOverflow(
+                    "the KV cache is full with other requests' context; retry, "
+                    "or load the model with a larger context"
+                ),
+            )
+        else:
+            event = EngineEvent(request.id, out.final(len(request.prompt), FinishReason.LENGTH))
+        self._release(victim)
+        self.context.forget(victim.seq, 0)
+        victim.held.clear()
+        return [event]
