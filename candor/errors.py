@@ -49,3 +49,11 @@ class DownloadError(CandorError):
 
 class IntegrityError(CandorError):
     """A file's content does not match the hash it was published with."""
+
+
+class Busy(CandorError):
+    """The request queue is full; retry later (the server answers 503)."""
+
+
+class RunnerCrashed(EngineError):
+    """The process running a model died; the model reloads on the next request."""

@@ -1,0 +1,83 @@
+"""A request in flight, as its caller sees it: iterate for chunks, cancel to stop."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+from candor.errors import CandorError
+from candor.types import Chunk
+
+_DONE = object()
+
+
+class RequestHandle:
+    """Chunks of one generation arrive here from the runner's reader thread."""
+
+    def __init__(self, request_id: int, model: str, cancel: Callable[[int], None]) -> None:
+        self.id = request_id
+        self.model = model
+        self._cancel = cancel
+        self._queue: queue.SimpleQueue[Chunk | CandorError | object] = queue.SimpleQueue()
+        self._listeners: list[Callable[[Chunk | CandorError | None], None]] = []
+        self._lock = threading.Lock()
+        self.finished = threading.Event()
+
+    # -- the runner side -----------------------------------------------------------------------------
+
+    def deliver(self, item: Chunk | CandorError) -> None:
+        """Called by the reader thread with each chunk, or the error that ends the request."""
+        with self._lock:
+            listeners = list(self._listeners)
+            if not listeners:
+                self._queue.put(item)
+        final = isinstance(item, CandorError) or item.finish_reason is not None
+        if final:
+            self.finished.set()
+        for listener in listeners:
+            listener(item)
+
+    def add_listener(self, listener: Callable[[Chunk | CandorError | None], None]) -> None:
+        """Send items to `listener` instead of the iterator (e.g. an asyncio loop); replays the backlog."""
+        with self._lock:
+            self._listeners.append(listener)
+            backlog: list[Chunk | CandorError] = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, (Chunk, CandorError)):
+                    backlog.append(item)
+        for item in backlog:
+            listener(item)
+
+    # -- the caller side -----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self.chunks()
+
+    def chunks(self, timeout: float | None = None) -> Iterator[Chunk]:
+        """Yield chunks until the final one; raise the error that ended the request. Closing cancels."""
+        completed = False
+        try:
+            while True:
+                item = self._queue.get(timeout=timeout)
+                if isinstance(item, CandorError):
+                    completed = True
+                    raise item
+                assert isinstance(item, Chunk)
+                yield item
+                if item.finish_reason is not None:
+                    completed = True
+                    return
+        finally:
+            if not completed:
+                self.cancel()
+
+    def cancel(self) -> None:
+        """Stop the generation; its slot is freed at the runner's next look at its connection."""
+        if not self.finished.is_set():
+            self.finished.set()
+            self._cancel(self.id)

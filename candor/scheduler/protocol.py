@@ -1,0 +1,106 @@
+"""Messages between the scheduler (parent) and a model's runner process, and how errors cross over."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from candor import errors
+from candor.errors import CandorError, EngineError
+from candor.types import SamplingParams
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Start a generation. `text` is tokenized in the runner; `tokens` are used as they are."""
+
+    id: int
+    params: SamplingParams
+    text: str | None = None
+    tokens: tuple[int, ...] | None = None
+    parse_special: bool = False  # chat-template output carries control tokens as text
+    extra_stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop a generation and free its slot."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Embed texts."""
+
+    id: int
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Tokenize:
+    """Tokenize text (answered with Result)."""
+
+    id: int
+    text: str
+    add_special: bool = True
+    parse_special: bool = False
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Free everything and exit."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The runner loaded its model; what the parent needs to know about it."""
+
+    n_ctx: int
+    max_request_tokens: int
+    parallel: int
+    bos_text: str
+    eos_text: str
+    load_seconds: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """A one-shot answer (embeddings, tokens) to the request with this id."""
+
+    id: int
+    value: Any
+
+
+@dataclass(frozen=True)
+class Events:
+    """One step's output: (request id, chunk or None, error or None) for each request that moved."""
+
+    items: tuple[tuple[int, Any, tuple[str, str] | None], ...]
+
+
+def pack_error(error: BaseException) -> tuple[str, str]:
+    """An exception as (class name, message), so it crosses the process boundary safely."""
+    return type(error).__name__, str(error)
+
+
+def unpack_error(packed: tuple[str, str]) -> CandorError:
+    """Rebuild a candor error from pack_error's tuple (unknown kinds become EngineError)."""
+    name, message = packed
+    kind = getattr(errors, name, None)
+    if isinstance(kind, type) and issubclass(kind, CandorError):
+        return kind(message)
+    return EngineError(f"{name}: {message}")
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How a runner loads its model."""
+
+    path: str
+    ctx: int  # tokens one request may use
+    parallel: int  # sequences decoded together
+    threads: int
+    batch: int
+    gpu_layers: int
+    kv_type: str = "f16"

@@ -1,0 +1,145 @@
+"""The runner: the child process that owns one model and drives its batch loop.
+
+It lives in its own process so that a native abort in llama.cpp (a GGML_ASSERT on a bad file) kills only
+this runner; the scheduler reports it to the requests that were on it and can load the model again.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from candor.engine import ContextConfig, Embedder, NativeModel
+from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
+from candor.errors import CandorError
+from candor.scheduler.protocol import (
+    Cancel,
+    Embed,
+    Events,
+    Generate,
+    Ready,
+    Result,
+    RunnerConfig,
+    Shutdown,
+    Tokenize,
+    pack_error,
+)
+
+
+class Runner:
+    """One model, one batch engine, one connection to the scheduler."""
+
+    def __init__(self, config: RunnerConfig, conn: Connection) -> None:
+        self.config = config
+        self.conn = conn
+        started = time.perf_counter()
+        self.model = NativeModel(Path(config.path), gpu_layers=config.gpu_layers)
+        ctx = min(config.ctx, self.model.n_ctx_train) if self.model.n_ctx_train > 0 else config.ctx
+        context = ContextConfig(
+            n_ctx=ctx * config.parallel,
+            n_batch=min(config.batch, ctx),
+            n_threads=config.threads,
+            n_seq_max=config.parallel,
+            kv_type=config.kv_type,
+        )
+        self.engine = BatchEngine(self.model, context, max_request_tokens=ctx)
+        self.embedder: Embedder | None = None
+        self.ready = Ready(
+            n_ctx=self.engine.context.n_ctx,
+            max_request_tokens=self.engine.max_request_tokens,
+            parallel=config.parallel,
+            bos_text=self.model.token_text(self.model.bos) if self.model.bos >= 0 else "",
+            eos_text=self.model.token_text(self.model.eos) if self.model.eos >= 0 else "",
+            load_seconds=time.perf_counter() - started,
+        )
+
+    def tokens_for(self, message: Generate) -> tuple[int, ...]:
+        """The prompt of a Generate, tokenized here; BOS appears once even if a template wrote it too."""
+        if message.tokens is not None:
+            return message.tokens
+        tokens = self.model.tokenize(
+            message.text or "", add_special=True, parse_special=message.parse_special
+        )
+        if len(tokens) >= 2 and tokens[0] == tokens[1] == self.model.bos:
+            del tokens[0]
+        return tuple(tokens)
+
+    def handle(self, message: Any) -> bool:
+        """Act on one message; False on Shutdown."""
+        if isinstance(message, Generate):
+            try:
+                request = EngineRequest(
+                    message.id, self.tokens_for(message), message.params, message.extra_stop
+                )
+                event = self.engine.submit(request)
+            except CandorError as exc:
+                event = EngineEvent(message.id, error=exc)
+            if event is not None:
+                self.send_events([event])
+        elif isinstance(message, Cancel):
+            self.engine.cancel(message.id)
+        elif isinstance(message, Embed):
+            self.conn.send(Result(message.id, self._embed(message.texts)))
+        elif isinstance(message, Tokenize):
+            tokens = self.model.tokenize(
+                message.text, add_special=message.add_special, parse_special=message.parse_special
+            )
+            self.conn.send(Result(message.id, tokens))
+        elif isinstance(message, Shutdown):
+            return False
+        return True
+
+    def _embed(self, texts: tuple[str, ...]) -> list[list[float]] | tuple[str, str]:
+        try:
+            if self.embedder is None:
+                self.embedder = Embedder(
+                    self.model, n_ctx=self.engine.max_request_tokens, n_threads=self.config.threads
+                )
+            embedder = self.embedder
+            return [
+                embedder.embed_tokens(self.model.tokenize(t, add_special=True, parse_special=False))
+                for t in texts
+            ]
+        except CandorError as exc:
+            return pack_error(exc)
+
+    def send_events(self, events: list[EngineEvent]) -> None:
+        """Forward one step's events."""
+        self.conn.send(
+            Events(tuple((e.request_id, e.chunk, pack_error(e.error) if e.error else None) for e in events))
+        )
+
+    def serve(self) -> None:
+        """Read messages; step the engine while it has work; block on the connection when it has none."""
+        conn, engine = self.conn, self.engine
+        while True:
+            if not engine.busy or conn.poll(0):
+                if not self.handle(conn.recv()):
+                    return
+                continue
+            events = engine.step()
+            if events:
+                self.send_events(events)
+
+
+def run_runner(config: RunnerConfig, conn: Connection) -> None:
+    """Child process entry point: load, say Ready (or why not), then serve until Shutdown or EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        runner = Runner(config, conn)
+    except CandorError as exc:
+        conn.send(pack_error(exc))
+        return
+    conn.send(runner.ready)
+    try:
+        runner.serve()
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the scheduler went away
+    finally:
+        runner.engine.close()
+        if runner.embedder is not None:
+            runner.embedder.close()
+        runner.model.close()

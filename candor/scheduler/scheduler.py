@@ -1,0 +1,383 @@
+"""Loaded models, each in its runner process: load on first use, keep alive, evict, admit, count.
+
+The library API the server and the CLI use for concurrent work. Requests to one model share its runner's
+decode steps (continuous batching); several models stay loaded up to a count and a memory budget, the
+least recently used idle one making room; each model unloads after its keep-alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from candor.config import Settings
+from candor.errors import Busy, CandorError, InvalidParameter
+from candor.identity import ModelCard
+from candor.options import apply_options
+from candor.preflight import checked_card
+from candor.prompt import ChatFormat, choose_chat_format, render_chat
+from candor.scheduler.handle import RequestHandle
+from candor.scheduler.metrics import Metrics
+from candor.scheduler.process import RunnerProcess
+from candor.scheduler.protocol import Embed, Generate, RunnerConfig, Tokenize
+from candor.store import Store, StoreEntry
+from candor.types import Chunk, Message, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Limits, chosen for a small machine; every one is settable."""
+
+    parallel: int = 4  # sequences decoded together per model (slots)
+    queue_max: int = 32  # requests waiting beyond the busy slots, per model
+    max_loaded: int = 2  # models kept loaded at once
+    memory_budget: int | None = None  # bytes for loaded models; None: 75% of physical memory
+    keep_alive: float = 300.0  # seconds an idle model stays loaded; negative: forever
+    load_timeout: float = 300.0
+    kv_type: str = "f16"
+
+
+def physical_memory() -> int:
+    """Bytes of RAM (for the default memory budget)."""
+    try:
+        import os
+
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+@dataclass
+class LoadedModel:
+    """A model with a live runner."""
+
+    name: str
+    path: Path
+    entry: StoreEntry | None
+    card: ModelCard
+    chat_format: ChatFormat
+    runner: RunnerProcess
+    ctx: int
+    size: int  # bytes this model is charged against the memory budget
+    keep_alive: float
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    expires_at: float | None = None  # wall-clock time of unloading when idle; None: not scheduled
+    defaults: SamplingParams = field(default_factory=SamplingParams)
+
+    def info(self) -> dict[str, Any]:
+        """What `candor ps` and /api/ps show."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "size": self.size,
+            "context_length": self.ctx,
+            "parallel": self.runner.ready.parallel,
+            "active_requests": self.runner.active,
+            "expires_at": self.expires_at,
+            "keep_alive": self.keep_alive,
+            "loaded_at": self.loaded_at,
+            "identity": self.card.summary(),
+            "pid": self.runner.process.pid,
+        }
+
+
+class Scheduler:
+    """Thread-safe. Create one per process (the server keeps it on app.state); close() when done."""
+
+    def __init__(self, settings: Settings | None = None, config: SchedulerConfig | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.config = config or SchedulerConfig()
+        self.store = Store(self.settings)
+        self.metrics = Metrics()
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.RLock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._closed = threading.Event()
+        self._wake = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="candor-keepalive", daemon=True)
+        self._reaper.start()
+
+    # -- models --------------------------------------------------------------------------------------
+
+    def _key(self, model: str | None) -> str:
+        if model is None:
+            return self.store.builtin_entry().name
+        entry = self.store.find(model)
+        return entry.name if entry is not None else str(Path(model).expanduser().resolve())
+
+    def load(
+        self, model: str | None, *, ctx: int | None = None, keep_alive: float | None = None
+    ) -> LoadedModel:
+        """Make sure a model is loaded (with at least `ctx` tokens per request) and return it."""
+        key = self._key(model)
+        with self._lock:
+            lock = self._load_locks.setdefault(key, threading.Lock())
+        with lock:  # one load per model at a time; other models load in parallel
+            with self._lock:
+                loaded = self._models.get(key)
+            if loaded is not None and (ctx is None or ctx <= loaded.ctx):
+                if keep_alive is not None:
+                    loaded.keep_alive = keep_alive
+                return loaded
+            if loaded is not None:  # a request wants a larger context: reload when idle, as Ollama does
+                if loaded.runner.active:
+                    raise Busy(
+                        f"{key} is serving requests with a {loaded.ctx}-token context; retry for {ctx}"
+                    )
+                self._unload(loaded, evicted=False)
+            return self._start(model, key, ctx=ctx or self.settings.ctx, keep_alive=keep_alive)
+
+    def _start(self, model: str | None, key: str, *, ctx: int, keep_alive: float | None) -> LoadedModel:
+        path, entry = self.store.resolve(model)
+        card = checked_card(path)
+        size = self._charge(card, path, ctx)
+        self._make_room(size)
+        config = RunnerConfig(
+            path=str(path),
+            ctx=ctx,
+            parallel=self.config.parallel,
+            threads=self.settings.threads,
+            batch=self.settings.batch,
+            gpu_layers=self.settings.gpu_layers,
+            kv_type=self.config.kv_type,
+        )
+        runner = RunnerProcess(
+            key,
+            config,
+            on_exit=self._runner_exited,
+            on_final=self._request_finished,
+            load_timeout=self.config.load_timeout,
+        )
+        fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
+        loaded = LoadedModel(
+            name=key,
+            path=path,
+            entry=entry,
+            card=card,
+            chat_format=fmt,
+            runner=runner,
+            ctx=runner.ready.max_request_tokens,
+            size=size,
+            keep_alive=self.config.keep_alive if keep_alive is None else keep_alive,
+            defaults=apply_options(SamplingParams(), entry.parameters if entry else {}),
+        )
+        with self._lock:
+            self._models[key] = loaded
+        self.metrics.add(loads=1)
+        self._schedule_expiry(loaded)
+        return loaded
+
+    def _charge(self, card: ModelCard, path: Path, ctx: int) -> int:
+        """Bytes a model will take: the memory plan when available, else the weights' size."""
+        try:
+            from candor.plan import memory_plan
+
+            return int(
+                memory_plan(
+                    card,
+                    ctx=ctx,
+                    parallel=self.config.parallel,
+                    kv_type=self.config.kv_type,
+                    n_batch=self.settings.batch,
+                ).total
+            )
+        except (ImportError, CandorError, AttributeError, TypeError):
+            return path.stat().st_size
+
+    def _budget(self) -> int:
+        return self.config.memory_budget or int(physical_memory() * 0.75)
+
+    def _make_room(self, size: int) -> None:
+        """Evict least recently used idle models until the new one fits the count and the budget."""
+        while True:
+            with self._lock:
+                loaded = list(self._models.values())
+                used = sum(m.size for m in loaded)
+                if len(loaded) < self.config.max_loaded and used + size <= self._budget():
+                    return
+                idle = sorted((m for m in loaded if m.runner.active == 0), key=lambda m: m.last_used)
+                if not idle:
+                    if not loaded:
+                        return  # nothing to evict: try anyway, llama.cpp will say if it cannot allocate
+                    raise Busy("every loaded model is busy and no more fit; retry when one is idle")
+                victim = idle[0]
+            self._unload(victim, evicted=True)
+
+    def unload(self, model: str | None) -> bool:
+        """Unload a model now (its requests get an error). False when it was not loaded."""
+        key = self._key(model)
+        with self._lock:
+            loaded = self._models.get(key)
+        if loaded is None:
+            return False
+        self._unload(loaded, evicted=False)
+        return True
+
+    def _unload(self, loaded: LoadedModel, *, evicted: bool) -> None:
+        with self._lock:
+            if self._models.get(loaded.name) is loaded:
+                del self._models[loaded.name]
+        loaded.runner.close()
+        if evicted:
+            self.metrics.add(evictions=1)
+
+    def loaded(self) -> list[dict[str, Any]]:
+        """The loaded models, most recently used first."""
+        with self._lock:
+            models = sorted(self._models.values(), key=lambda m: -m.last_used)
+        return [m.info() for m in models]
+
+    def _runner_exited(self, runner: RunnerProcess) -> None:
+        with self._lock:
+            loaded = self._models.get(runner.name)
+            crashed = loaded is not None and loaded.runner is runner
+            if crashed:
+                del self._models[runner.name]
+        if crashed:
+            self.metrics.add(runner_crashes=1)
+
+    # -- keep-alive ----------------------------------------------------------------------------------
+
+    def _schedule_expiry(self, loaded: LoadedModel) -> None:
+        if loaded.runner.active:
+            loaded.expires_at = None
+        elif loaded.keep_alive < 0:
+            loaded.expires_at = None  # forever
+        else:
+            loaded.expires_at = time.time() + loaded.keep_alive
+        self._wake.set()
+
+    def _reap(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            now = time.time()
+            with self._lock:
+                due = [
+                    m
+                    for m in self._models.values()
+                    if m.expires_at is not None and m.expires_at <= now and m.runner.active == 0
+                ]
+            for loaded in due:
+                self._unload(loaded, evicted=False)
+
+    def _request_finished(self, handle: RequestHandle, item: Chunk | CandorError | None) -> None:
+        """Called once per request (by a reader thread, or by cancel) when it ends."""
+        if isinstance(item, CandorError):
+            self.metrics.add(requests_failed=1)
+        elif item is None:
+            self.metrics.add(requests_cancelled=1)
+        elif item.usage is not None and item.timings is not None:
+            self.metrics.add(
+                prompt_tokens=item.usage.prompt_tokens,
+                completion_tokens=item.usage.completion_tokens,
+                time_to_first_token_seconds=item.timings.prompt_seconds,
+                decode_seconds=item.timings.decode_seconds,
+            )
+        with self._lock:
+            loaded = self._models.get(handle.model)
+        if loaded is not None:
+            loaded.last_used = time.monotonic()
+            self._schedule_expiry(loaded)
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    def _admit(self, loaded: LoadedModel) -> None:
+        if loaded.runner.active >= loaded.runner.ready.parallel + self.config.queue_max:
+            self.metrics.add(rejected_busy=1)
+            raise Busy(
+                f"{loaded.name} has {loaded.runner.active} requests in flight, all it queues; retry later"
+            )
+        loaded.expires_at = None
+        loaded.last_used = time.monotonic()
+        self.metrics.add(requests=1)
+
+    def _params(
+        self, loaded: LoadedModel, params: SamplingParams | None, options: Mapping[str, Any]
+    ) -> SamplingParams:
+        base = params if params is not None else loaded.defaults
+        return apply_options(base, options) if options else base
+
+    def generate(
+        self,
+        model: str | None,
+        prompt: str | Sequence[int],
+        *,
+        params: SamplingParams | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | None = None,
+        ctx: int | None = None,
+    ) -> RequestHandle:
+        """Continue raw text or token ids; returns a handle to iterate for chunks."""
+        loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
+        sampling = self._params(loaded, params, options or {})
+        self._admit(loaded)
+        if isinstance(prompt, str):
+            return loaded.runner.generate(lambda i: Generate(i, sampling, text=prompt))
+        tokens = tuple(int(t) for t in prompt)
+        return loaded.runner.generate(lambda i: Generate(i, sampling, tokens=tokens))
+
+    def chat(
+        self,
+        model: str | None,
+        messages: Sequence[Message | Mapping[str, Any]],
+        *,
+        params: SamplingParams | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_alive: float | None = None,
+        ctx: int | None = None,
+    ) -> RequestHandle:
+        """Answer a conversation through the model's chat template (or its disclosed fallback)."""
+        loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
+        turns = [Message.coerce(m) for m in messages]
+        system = loaded.entry.system if loaded.entry else None
+        if system and not any(m.role == "system" for m in turns):
+            turns.insert(0, Message("system", system))
+        text = render_chat(
+            loaded.chat_format,
+            turns,
+            bos_token=loaded.runner.ready.bos_text,
+            eos_token=loaded.runner.ready.eos_text,
+        )
+        sampling = self._params(loaded, params, options or {})
+        self._admit(loaded)
+        stop = loaded.chat_format.stop
+        return loaded.runner.generate(
+            lambda i: Generate(i, sampling, text=text, parse_special=True, extra_stop=stop)
+        )
+
+    def embed(
+        self, model: str | None, texts: Sequence[str], *, keep_alive: float | None = None
+    ) -> list[list[float]]:
+        """One L2-normalised vector per text."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InvalidParameter("embed takes a list of strings")
+        loaded = self.load(model, keep_alive=keep_alive)
+        result: list[list[float]] = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
+        loaded.last_used = time.monotonic()
+        self._schedule_expiry(loaded)
+        return result
+
+    def tokenize(self, model: str | None, text: str) -> list[int]:
+        """Tokenize with the model's vocabulary."""
+        loaded = self.load(model)
+        tokens: list[int] = loaded.runner.call(lambda i: Tokenize(i, text))
+        return tokens
+
+    def close(self) -> None:
+        """Unload everything and stop the keep-alive thread."""
+        self._closed.set()
+        self._wake.set()
+        with self._lock:
+            models = list(self._models.values())
+        for loaded in models:
+            self._unload(loaded, evicted=False)
+        self._reaper.join(2)
