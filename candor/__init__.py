@@ -9,6 +9,7 @@ with candor.load() as model:                 # the embedded default model
 __version__ = "0.1.0"
 
 from candor.errors import (
+    Busy,
     CandorError,
     ContextOverflow,
     DownloadError,
@@ -19,6 +20,7 @@ from candor.errors import (
     ModelClosed,
     ModelLoadError,
     ModelNotFound,
+    RunnerCrashed,
     TemplateError,
     UnsupportedModel,
 )
@@ -35,6 +37,7 @@ from candor.model import Model, load
 from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage
 
 __all__ = [
+    "Busy",
     "CandorError",
     "Chunk",
     "Completion",
@@ -50,6 +53,7 @@ __all__ = [
     "ModelClosed",
     "ModelLoadError",
     "ModelNotFound",
+    "RunnerCrashed",
     "SamplingParams",
     "TemplateError",
     "Timings",

@@ -1,0 +1,246 @@
+"""Scheduling on the tiny model: slot choice, prefix reuse, cancellation, admission, keep-alive, eviction,
+crash recovery. Real llama.cpp and real runner processes; the tiny model makes them fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gguf_factory import write_tiny_llama
+
+from candor import Busy, FinishReason, SamplingParams
+from candor.engine import ContextConfig, NativeModel
+from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
+from candor.errors import ContextOverflow, RunnerCrashed
+from candor.scheduler import Scheduler, SchedulerConfig
+
+GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def native(tiny_model_path: Path) -> Iterator[NativeModel]:
+    model = NativeModel(tiny_model_path)
+    yield model
+    model.close()
+
+
+def engine(model: NativeModel, *, slots: int = 4, n_ctx: int = 1024, per_request: int = 256) -> BatchEngine:
+    return BatchEngine(
+        model, ContextConfig(n_ctx=n_ctx, n_threads=1, n_seq_max=slots), max_request_tokens=per_request
+    )
+
+
+def drain(eng: BatchEngine, limit: int = 10_000) -> list[EngineEvent]:
+    events: list[EngineEvent] = []
+    for _ in range(limit):
+        if not eng.busy:
+            return events
+        events.extend(eng.step())
+    raise AssertionError("the engine did not finish")
+
+
+def finals(events: list[EngineEvent]) -> dict[int, EngineEvent]:
+    return {e.request_id: e for e in events if e.final}
+
+
+def test_requests_join_and_leave_between_steps(native: NativeModel) -> None:
+    eng = engine(native, slots=2)
+    words = native.tokenize("hello the world", add_special=True, parse_special=False)
+    for i in range(3):  # three requests, two slots: the third waits for a free slot
+        assert eng.submit(EngineRequest(i, tuple(words), GREEDY)) is None
+    eng.step()
+    assert eng.active_count == 2 and len(eng.waiting) == 1
+    done = finals(drain(eng))
+    assert set(done) == {0, 1, 2}
+    assert all(
+        e.chunk is not None and e.chunk.usage is not None and e.chunk.usage.completion_tokens == 8
+        for e in done.values()
+    )
+    eng.close()
+
+
+def test_batched_greedy_equals_solo_on_the_tiny_model(native: NativeModel) -> None:
+    prompts = [native.tokenize(t, add_special=True, parse_special=False) for t in ("hello", "the world", "a")]
+    eng = engine(native)
+    for i, prompt in enumerate(prompts):
+        eng.submit(EngineRequest(i, tuple(prompt), GREEDY))
+    together = {
+        i: [t for e in evs for t in (e.chunk.tokens if e.chunk else ())]
+        for i, evs in _by_request(drain(eng)).items()
+    }
+    eng.close()
+    alone = {}
+    for i, prompt in enumerate(prompts):
+        solo = engine(native, slots=1)
+        solo.submit(EngineRequest(i, tuple(prompt), GREEDY))
+        alone[i] = [t for e in drain(solo) for t in (e.chunk.tokens if e.chunk else ())]
+        solo.close()
+    assert together == alone
+
+
+def _by_request(events: list[EngineEvent]) -> dict[int, list[EngineEvent]]:
+    grouped: dict[int, list[EngineEvent]] = {}
+    for event in events:
+        grouped.setdefault(event.request_id, []).append(event)
+    return grouped
+
+
+def test_the_slot_with_the_longest_shared_prefix_is_chosen_and_reused(native: NativeModel) -> None:
+    eng = engine(native, slots=3)
+    base = native.tokenize("hello the world hello the", add_special=True, parse_special=False)
+    other = native.tokenize("a a a", add_special=True, parse_special=False)
+    eng.submit(EngineRequest(1, tuple(other), GREEDY))
+    eng.submit(EngineRequest(2, tuple(base), GREEDY))
+    drain(eng)
+    slot_of_base = next(s for s in eng.slots if s.held[: len(base)] == base)
+    longer = (*base, *native.tokenize(" world", add_special=False, parse_special=False))
+    eng.submit(EngineRequest(3, longer, GREEDY))
+    eng.step()  # admission: prefix reuse leaves only the new tokens to decode
+    running = next(s for s in eng.slots if s.request is not None)
+    assert running is slot_of_base
+    assert running.fed == len(longer)  # one batch: the prompt minus the reused prefix fitted at once
+    assert eng.context.batch.n_tokens == len(longer) - len(base)
+    drain(eng)
+    eng.close()
+
+
+def test_cancel_frees_the_slot_at_once(native: NativeModel) -> None:
+    eng = engine(native, slots=1)
+    prompt = tuple(native.tokenize("hello", add_special=True, parse_special=False))
+    eng.submit(EngineRequest(1, prompt, SamplingParams(max_tokens=200, ignore_eos=True)))
+    eng.submit(EngineRequest(2, prompt, GREEDY))
+    eng.step()
+    eng.step()
+    assert eng.cancel(1)
+    assert eng.active_count == 0
+    assert not eng.cancel(99)
+    done = finals(drain(eng))
+    assert set(done) == {2}  # the waiting request got the slot; the cancelled one says nothing more
+    eng.close()
+
+
+def test_kv_exhaustion_with_all_slots_busy_finishes_with_length(native: NativeModel) -> None:
+    # 4 slots share 256 KV cells, but each request may grow to 255 tokens: the pool runs out mid-step.
+    eng = engine(native, slots=4, n_ctx=256, per_request=256)
+    prompt = tuple(native.tokenize("hello the world", add_special=True, parse_special=False))
+    for i in range(4):
+        eng.submit(EngineRequest(i, prompt, SamplingParams(max_tokens=250, ignore_eos=True, seed=i)))
+    done = finals(drain(eng))
+    assert set(done) == {0, 1, 2, 3}
+    reasons = [e.chunk.finish_reason for e in done.values() if e.chunk is not None]
+    assert all(r is FinishReason.LENGTH for r in reasons)
+    total = sum(e.chunk.usage.completion_tokens for e in done.values() if e.chunk and e.chunk.usage)
+    assert total < 4 * 250  # someone was cut short by the full cache, not by max_tokens
+    eng.close()
+
+
+def test_a_prompt_too_long_for_a_request_is_refused(native: NativeModel) -> None:
+    eng = engine(native, per_request=32)
+    event = eng.submit(EngineRequest(1, tuple(range(5, 60)), GREEDY))
+    assert event is not None and isinstance(event.error, ContextOverflow)
+    eng.close()
+
+
+# -- the scheduler with real runner processes --------------------------------------------------------
+
+
+@pytest.fixture
+def scheduler(tiny_model_path: Path) -> Iterator[Scheduler]:
+    sched = Scheduler(config=SchedulerConfig(parallel=2, queue_max=1, max_loaded=2, keep_alive=60))
+    yield sched
+    sched.close()
+
+
+def test_generate_through_a_runner(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    chunks = list(scheduler.generate(str(tiny_model_path), "hello the", params=GREEDY))
+    assert chunks[-1].finish_reason is FinishReason.LENGTH
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+    [info] = scheduler.loaded()
+    assert info["active_requests"] == 0 and info["context_length"] > 0
+    counters = scheduler.metrics.snapshot()
+    assert counters["requests"] == 1 and counters["completion_tokens"] == 8 and counters["loads"] == 1
+
+
+def test_a_full_queue_is_refused_immediately(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    slow = SamplingParams(max_tokens=100_000, ignore_eos=True)
+    running = [scheduler.generate(model, "hello", params=slow) for _ in range(3)]  # 2 slots + 1 queued
+    started = time.monotonic()
+    with pytest.raises(Busy):
+        scheduler.generate(model, "hello", params=slow)
+    assert time.monotonic() - started < 0.5
+    for handle in running:
+        handle.cancel()
+    assert scheduler.metrics.snapshot()["rejected_busy"] == 1
+    # Cancelling freed everything: a new request runs to the end.
+    assert list(scheduler.generate(model, "hello", params=GREEDY))[-1].finish_reason is FinishReason.LENGTH
+
+
+def test_closing_a_stream_cancels_it(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    stream = scheduler.generate(
+        model, "hello", params=SamplingParams(max_tokens=100_000, ignore_eos=True)
+    ).chunks()
+    next(stream)
+    stream.close()
+    deadline = time.monotonic() + 2
+    while scheduler.loaded()[0]["active_requests"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scheduler.loaded()[0]["active_requests"] == 0
+    assert scheduler.metrics.snapshot()["requests_cancelled"] == 1
+
+
+def test_keep_alive_expiry_and_zero_unload(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0.5))
+    assert scheduler.loaded()
+    deadline = time.monotonic() + 5
+    while scheduler.loaded() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.loaded() == []
+    list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0))
+    deadline = time.monotonic() + 3
+    while scheduler.loaded() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.loaded() == []
+    list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=-1))
+    [info] = scheduler.loaded()
+    assert info["expires_at"] is None  # forever
+
+
+def test_the_least_recently_used_idle_model_is_evicted(scheduler: Scheduler, tmp_path: Path) -> None:
+    a, b, c = (str(write_tiny_llama(tmp_path / f"{n}.gguf", seed=i)) for i, n in enumerate("abc"))
+    for model in (a, b, a):
+        list(scheduler.generate(model, "hello", params=GREEDY))
+    list(scheduler.generate(c, "hello", params=GREEDY))  # max_loaded=2: b is the LRU idle one
+    loaded = {Path(m["name"]).name for m in scheduler.loaded()}
+    assert loaded == {"a.gguf", "c.gguf"}
+    assert scheduler.metrics.snapshot()["evictions"] == 1
+
+
+def test_a_killed_runner_fails_its_requests_and_the_model_reloads(
+    scheduler: Scheduler, tiny_model_path: Path
+) -> None:
+    model = str(tiny_model_path)
+    handle = scheduler.generate(model, "hello", params=SamplingParams(max_tokens=100_000, ignore_eos=True))
+    stream = handle.chunks(timeout=30)
+    next(stream)
+    [info] = scheduler.loaded()
+    os.kill(info["pid"], signal.SIGKILL)
+    with pytest.raises(RunnerCrashed, match="SIGKILL"):
+        for _ in stream:
+            pass
+    assert list(scheduler.generate(model, "hello", params=GREEDY))[-1].finish_reason is FinishReason.LENGTH
+    assert scheduler.metrics.snapshot()["runner_crashes"] == 1
+    assert scheduler.metrics.snapshot()["loads"] == 2
+
+
+def test_embeddings_and_tokens_through_the_runner(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    vectors = scheduler.embed(model, ["hello the", "a"])
+    assert len(vectors) == 2 and all(abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
+    assert scheduler.tokenize(model, "hello")[0] == 1
