@@ -14,81 +14,16 @@ fills (llama.cpp built at the exact commit of the installed llama-cpp-python); s
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import llama_cpp
 
 import candor
-
-
-def find_llama_bench(explicit: str | None) -> Path:
-    """Locate llama-bench built at the same llama.cpp commit as llama-cpp-python."""
-    candidates = []
-    if explicit:
-        candidates.append(Path(explicit) / "llama-bench")
-    if found := shutil.which("llama-bench"):
-        candidates.append(Path(found))
-    cache = os.environ.get("CANDOR_REF_DIR", str(Path.home() / ".cache" / "candor-ref"))
-    candidates += [
-        Path(p) for p in glob.glob(f"{cache}/llama-cpp-python-{llama_cpp.__version__}/build/bin/llama-bench")
-    ]
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    sys.exit(
-        "llama-bench not found. Build llama.cpp's tools at the commit of llama-cpp-python "
-        f"{llama_cpp.__version__} (see README, 'Performance') and pass --llama-tools DIR."
-    )
-
-
-def llama_bench(binary: Path, model: Path, threads: int, *, prompt: int, gen: int) -> float:
-    """One llama-bench measurement (it warms up first); returns tokens/s."""
-    cmd = [
-        str(binary),
-        "-m",
-        str(model),
-        "-t",
-        str(threads),
-        "-p",
-        str(prompt),
-        "-n",
-        str(gen),
-        "-r",
-        "1",
-        "-o",
-        "json",
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out)[0]["avg_ts"])
-
-
-def candor_decode(model: candor.Model, n: int, seed: int) -> float:
-    """Decode n tokens from a one-token prompt with the default sampler chain; tokens/s after the first."""
-    bos = model.tokenize("", add_special=True) or [random.randrange(1000, 2000)]
-    done = model.generate(bos, stream=False, max_tokens=n, ignore_eos=True, seed=seed)
-    assert done.usage.completion_tokens == n, done.usage
-    return done.timings.decode_tokens_per_second(done.usage)
-
-
-def candor_prefill(model: candor.Model, n: int, rng: random.Random, vocab: int) -> float:
-    """Evaluate an n-token prompt of random tokens (as llama-bench does); prompt tokens/s."""
-    prompt = [rng.randrange(1000, vocab - 1) for _ in range(n)]  # fresh tokens: no prefix to reuse
-    done = model.generate(prompt, stream=False, max_tokens=1, ignore_eos=True)
-    return done.timings.prompt_tokens_per_second(done.usage)
-
-
-def spread(values: list[float]) -> str:
-    """median [min..max]."""
-    return f"{statistics.median(values):.3f} [{min(values):.3f}..{max(values):.3f}]"
+from candor.benchmark import decode_rate, find_llama_tools, llama_bench, prefill_rate, spread
 
 
 def main() -> None:
@@ -101,23 +36,27 @@ def main() -> None:
     parser.add_argument("--llama-tools", help="folder with llama-bench")
     args = parser.parse_args()
 
-    binary = find_llama_bench(args.llama_tools)
+    tools = find_llama_tools(args.llama_tools)
+    if tools is None:
+        sys.exit(
+            "llama-bench not found. Build llama.cpp's tools at the commit of llama-cpp-python "
+            f"{llama_cpp.__version__} (see README, 'Performance') and pass --llama-tools DIR."
+        )
     model = candor.load(args.model, threads=args.threads)
     path = model.path
-    vocab = model.card.vocab_size or 32000
     rng = random.Random(0)
     rows: dict[str, list[float]] = {k: [] for k in ("llama_tg", "candor_tg", "llama_pp", "candor_pp")}
-    candor_decode(model, 16, 0)  # warm-up, as llama-bench does its own
+    decode_rate(model, 16, 0)  # warm-up, as llama-bench does its own
     for run in range(args.runs):
         # Alternate who goes first so that drift on a shared machine hits both sides alike.
         order = ["llama", "candor"] if run % 2 == 0 else ["candor", "llama"]
         for who in order:
             if who == "llama":
-                rows["llama_tg"].append(llama_bench(binary, path, args.threads, prompt=0, gen=128))
-                rows["llama_pp"].append(llama_bench(binary, path, args.threads, prompt=512, gen=0))
+                rows["llama_tg"].append(llama_bench(tools, path, args.threads, prompt=0, gen=128))
+                rows["llama_pp"].append(llama_bench(tools, path, args.threads, prompt=512, gen=0))
             else:
-                rows["candor_tg"].append(candor_decode(model, 128, run))
-                rows["candor_pp"].append(candor_prefill(model, 512, rng, vocab))
+                rows["candor_tg"].append(decode_rate(model, 128, run))
+                rows["candor_pp"].append(prefill_rate(model, 512, rng))
         print(
             f"run {run + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rows.items()),
             file=sys.stderr,
