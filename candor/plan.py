@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from candor.errors import InvalidParameter
@@ -83,15 +83,7 @@ class Part:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, sizes in bytes and MiB."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "device": self.device,
-            "bytes": self.bytes,
-            "mib": round(self.bytes / MIB, 2),
-            "verified": self.verified,
-            "detail": self.detail,
-        }
+        return {**asdict(self), "mib": round(self.bytes / MIB, 2)}
 
 
 @dataclass(frozen=True)
@@ -125,20 +117,9 @@ class MemoryPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for `candor plan --json`."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("parts", "notes")}
         return {
-            "model": self.model,
-            "architecture": self.architecture,
-            "ctx": self.ctx,
-            "n_ctx": self.n_ctx,
-            "n_ctx_seq": self.n_ctx_seq,
-            "parallel": self.parallel,
-            "kv_type": self.kv_type,
-            "n_batch": self.n_batch,
-            "n_ubatch": self.n_ubatch,
-            "gpu": self.gpu,
-            "gpu_layers": self.gpu_layers,
-            "n_layer": self.n_layer,
-            "decided_by": self.decided_by,
+            **data,
             "parts": [p.to_dict() for p in self.parts],
             "by_device": {d: self.bytes_of(device=d) for d in sorted({p.device for p in self.parts})},
             "total_bytes": self.total,
@@ -315,7 +296,12 @@ class KVCache:
     name: str
     cells: int
     layers: tuple[int, ...]
-    bytes: int
+    layer_bytes: tuple[int, ...]  # per layer, all cells and streams
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the whole cache."""
+        return sum(self.layer_bytes)
 
 
 def kv_caches(
@@ -360,7 +346,9 @@ def kv_caches(
             if swa
             else ("KV cache (global layers)" if iswa else "KV cache")
         )
-        out.append(KVCache(name, n, tuple(layers), sum(per_layer[il] for il in layers) * n * sizes.n_stream))
+        out.append(
+            KVCache(name, n, tuple(layers), tuple(per_layer[il] * n * sizes.n_stream for il in layers))
+        )
     return out
 
 
@@ -759,9 +747,9 @@ def memory_plan(
     notes: list[str] = []
     caches = kv_caches(sh, sizes, kv_type=kv_type, parallel=parallel, swa_full=swa_full)
     for cache in caches:
-        on_gpu = [il for il in cache.layers if il >= i_gpu_start]
-        split = {"GPU": cache.bytes * len(on_gpu) // len(cache.layers)}
-        split["CPU"] = cache.bytes - split["GPU"]
+        split = {"CPU": 0, "GPU": 0}
+        for il, n in zip(cache.layers, cache.layer_bytes, strict=True):
+            split["GPU" if il >= i_gpu_start else "CPU"] += n
         for device, n in split.items():
             if n:
                 detail = f"{cache.cells} cells x {len(cache.layers)} layers x (K+V rows of {kv_type})" + (

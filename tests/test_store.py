@@ -251,3 +251,23 @@ def test_cli_import_list_show_cp_rm(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no model named" in missing.stderr
     lic = cli("licenses")
     assert lic.returncode == 0 and "The ggml authors" in lic.stdout
+
+
+def test_a_repo_name_without_tag_finds_its_pulled_quantization(tiny_model_path: Path) -> None:
+    store = Store()
+    store.registry.put(
+        StoreEntry(name="hf.co/org/repo:Q8_0", path=str(tiny_model_path), size=1, sha256=None, source="hf")
+    )
+    assert store.find("hf.co/org/repo") is not None and store.find("org/repo") is not None
+    store.registry.put(
+        StoreEntry(name="hf.co/org/repo:Q4_K_M", path=str(tiny_model_path), size=1, sha256=None, source="hf")
+    )
+    found = store.find("org/repo")
+    assert found is not None and found.name == "hf.co/org/repo:Q4_K_M"
+    store.registry.put(
+        StoreEntry(name="hf.co/org/other:Q8_0", path=str(tiny_model_path), size=1, sha256=None, source="hf")
+    )
+    store.registry.put(
+        StoreEntry(name="hf.co/org/other:Q6_K", path=str(tiny_model_path), size=1, sha256=None, source="hf")
+    )
+    assert store.find("org/other") is None  # ambiguous: the user must say which

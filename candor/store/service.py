@@ -75,7 +75,18 @@ class Store:
         entry = self.registry.find(ref)
         if entry is None and "/" in ref and not ref.startswith(HF_HOST + "/"):
             entry = self.registry.find(f"{HF_HOST}/{ref}")
+        if entry is None and ":" not in ref:
+            entry = self._only_tag_of(ref)
         return entry
+
+    def _only_tag_of(self, ref: str) -> StoreEntry | None:
+        """`hf.co/org/repo` with no tag: the one quantization pulled, or Q4_K_M among several."""
+        names = {ref.lower(), f"{HF_HOST}/{ref}".lower()}
+        tagged = [e for e in self.registry.entries() if e.model_name.name.lower() in names]
+        if len(tagged) == 1:
+            return tagged[0]
+        preferred = [e for e in tagged if e.model_name.tag.upper() == "Q4_K_M"]
+        return preferred[0] if preferred else None
 
     def resolve(self, ref: str | Path | None) -> tuple[Path, StoreEntry | None]:
         """A model reference (None, a name, or a .gguf path) -> the file to load and its entry."""

@@ -1,0 +1,93 @@
+"""`candor plan`: the memory a model and its context will take, computed before loading anything."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from candor.config import Settings
+from candor.engine.build_info import build_info
+from candor.plan import KV_TYPES, MIB, MemoryPlan, memory_plan
+from candor.preflight import checked_card
+from candor.store import Store
+
+EXAMPLES = """examples:
+  candor plan                                  the default model, CANDOR_CTX tokens, one slot
+  candor plan gemma-3-270m:Q4_K_M --ctx 8192 --parallel 4 --kv-type q8_0
+  candor plan ./model.gguf --gpu-layers -1 --json
+"""
+
+
+def register(sub: Any) -> None:
+    """Add the `plan` command."""
+    parser = sub.add_parser(
+        "plan",
+        help="show the memory a model will take, before loading it",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model", nargs="?", metavar="MODEL", help="a .gguf path or model name (default model)"
+    )
+    parser.add_argument(
+        "--ctx", type=int, metavar="N", help="context tokens, shared by all slots (CANDOR_CTX)"
+    )
+    parser.add_argument("--parallel", type=int, default=1, metavar="P", help="parallel sequences (slots)")
+    parser.add_argument("--kv-type", choices=tuple(KV_TYPES), default="f16", help="KV cache element type")
+    parser.add_argument("--batch", type=int, metavar="N", help="tokens per llama_decode (CANDOR_BATCH)")
+    parser.add_argument(
+        "--gpu-layers", type=int, metavar="N", help="layers to offload, -1 = all (default: none)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Print the plan, part by part, in MiB."""
+    settings = Settings.from_env()
+    path, _ = Store(settings).resolve(args.model)
+    card = checked_card(path)
+    info = build_info()
+    plan = memory_plan(
+        card,
+        ctx=args.ctx or settings.ctx,
+        parallel=args.parallel,
+        kv_type=args.kv_type,
+        n_batch=args.batch or settings.batch,
+        gpu_layers=args.gpu_layers or 0,
+        gpu=info.gpu_offload,
+        cpu_features=info.cpu_features,
+    )
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print_plan(plan, card.display_name)
+    return 0
+
+
+def print_plan(plan: MemoryPlan, name: str) -> None:
+    """Human-readable table: one line per part, then the total per device and overall."""
+    out = sys.stdout
+    slots = f"{plan.parallel} slot{'s' if plan.parallel > 1 else ''}"
+    print(f"  {name} ({plan.architecture}), {plan.n_layer} layers", file=out)
+    print(
+        f"  context {plan.n_ctx} tokens (asked {plan.ctx}), {slots}, KV {plan.kv_type}, batch {plan.n_batch}",
+        file=out,
+    )
+    print(file=out)
+    for part in plan.parts:
+        flag = "" if part.verified else "  (unverified)"
+        print(f"    {part.name:<34}{part.device:<5}{part.bytes / MIB:>10.2f} MiB{flag}", file=out)
+    print(file=out)
+    for device in sorted({p.device for p in plan.parts}):
+        print(f"    {'total on ' + device:<39}{plan.bytes_of(device=device) / MIB:>10.2f} MiB", file=out)
+    print(f"    {'total':<39}{plan.total / MIB:>10.2f} MiB", file=out)
+    if plan.gpu_layers:
+        print(
+            f"\n  GPU layers: {plan.gpu_layers} of {plan.n_layer + 1}, decided by {plan.decided_by}", file=out
+        )
+    for note in plan.notes:
+        print(f"  note: {note}", file=out)
