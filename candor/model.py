@@ -43,7 +43,7 @@ class Model:
         self._native = NativeModel(path, gpu_layers=gpu_layers)
         try:
             n_ctx = min(ctx, self._native.n_ctx_train) if self._native.n_ctx_train > 0 else ctx
-            config = ContextConfig(n_ctx=n_ctx, n_batch=min(batch, n_ctx), n_threads=threads)
+            config = ContextConfig(n_ctx=n_ctx, n_batch=min(batch, n_ctx), n_threads=threads, n_outputs_max=1)
             self._runner = SequenceRunner(NativeContext(self._native, config))
         except BaseException:
             self._native.close()

@@ -269,15 +269,18 @@ class ContextSizes:
     n_outputs_max: int
 
 
-def context_sizes(ctx: int, *, parallel: int, n_batch: int, n_ubatch: int, unified: bool) -> ContextSizes:
+def context_sizes(
+    ctx: int, *, parallel: int, n_batch: int, n_ubatch: int, unified: bool, n_outputs_max: int = 0
+) -> ContextSizes:
     """Mirror llama_context's cparams: batch limited by the context, context padded to 256."""
     batch = min(ctx, n_batch)  # causal attention: n_batch = min(n_ctx, n_batch), before padding
     ubatch = min(batch, n_ubatch)
+    outputs = min(n_outputs_max, batch) if n_outputs_max > 0 else batch  # 0: llama.cpp's default, n_batch
     n_ctx = -(-ctx // CTX_PAD) * CTX_PAD
     if unified:
-        return ContextSizes(n_ctx, n_ctx, 1, batch, ubatch, batch)
+        return ContextSizes(n_ctx, n_ctx, 1, batch, ubatch, outputs)
     n_ctx_seq = -(-(n_ctx // parallel) // CTX_PAD) * CTX_PAD
-    return ContextSizes(n_ctx_seq * parallel, n_ctx_seq, parallel, batch, ubatch, batch)
+    return ContextSizes(n_ctx_seq * parallel, n_ctx_seq, parallel, batch, ubatch, outputs)
 
 
 def row_bytes(ggml_type: int, n: int) -> int:
@@ -512,26 +515,30 @@ def compute_peak(
     nrot = 64
     while rot_k and all(sh.head_k[il] % (nrot * 2) == 0 for il in cache_of):
         nrot *= 2
+    v_max = max(h * n for h, n in zip(sh.head_v, sh.n_head_kv, strict=True))  # n_embd_v_gqa_max
     g = _Graph()
     tokens = g.input(T * 4)
     g.input(e)  # inp_embd: the embeddings input, in every graph, read by no node here, so never freed
-    pos = g.input(T * 4)
-    k_rot = g.input(nrot * nrot * f32) if rot_k else -1
-    v_rot = g.input(64 * 64 * f32) if rot_v else -1
-    inputs = [
-        (g.input(T * 8), g.input(T * 8), g.input(c.cells * T * (2 if flash_attn else 4)), c.cells)
-        for c in caches
-    ]
+    pos = -1
+    inputs = {}  # per cache, in llama.cpp's leaf order (first layer first): k rotation, (positions),
+    for c in sorted(range(len(caches)), key=lambda c: caches[c].layers[0]):  # v rotation, indices, mask
+        k_rot = g.input(nrot * nrot * f32) if rot_k else -1
+        pos = g.input(T * 4) if pos < 0 else pos
+        v_rot = g.input(64 * 64 * f32) if rot_v else -1
+        k_idx, v_idx = g.input(T * 8), g.input(T * 8 * (1 if flash_attn else v_max))  # V transposed
+        mask = g.input(caches[c].cells * T * (2 if flash_attn else 4))
+        inputs[c] = (k_idx, v_idx, mask, caches[c].cells, k_rot, v_rot)
+    pos = g.input(T * 4) if pos < 0 else pos
     out_ids = g.input(t_out * 4)
     x = g.op(e, tokens)
     n_main = sh.n_layer - sh.n_nextn
     iswa = len(caches) > 1
     for il in range(n_main):
         last = il == n_main - 1
-        if il in cache_of:
-            k_idx, v_idx, mask, n_kv = inputs[cache_of[il]]
-        else:  # a layer that reads another layer's KV (shared KV) still has a mask
-            k_idx, v_idx, mask, n_kv = inputs[0] if inputs else (-1, -1, -1, 0)
+        # a layer reading another layer's KV (shared KV) uses the first cache's inputs
+        k_idx, v_idx, mask, n_kv, k_rot, v_rot = (
+            inputs[cache_of.get(il, 0)] if inputs else (-1, -1, -1, 0, -1, -1)
+        )
         qs = sh.n_head[il] * sh.head_k[il] * T * f32
         ks = sh.n_head_kv[il] * sh.head_k[il] * T * f32
         vs = sh.n_head_kv[il] * sh.head_v[il] * T * f32
@@ -659,25 +666,29 @@ def _weight_parts(
     header: GGUFHeader, n_layer: int, i_gpu_start: int, gpu: bool, repack: Mapping[str, int]
 ) -> list[Part]:
     """Weights on the CPU (memory-mapped), their CPU repack copies, and those offloaded to a GPU."""
-    cpu = repacked = on_gpu = 0
-    names = {t.name for t in header.tensors}
-    tied = "output.weight" not in names
+    first, last, repacked, on_gpu = header.file_size, 0, 0, 0
+    tied = all(t.name != "output.weight" for t in header.tensors)
+    output_on_cpu = n_layer < i_gpu_start
     for t in header.tensors:
-        layer = layer_of(t.name, n_layer)
-        if layer >= i_gpu_start:  # the input layer (-1) never leaves the CPU
+        if layer_of(t.name, n_layer) >= i_gpu_start:  # the input layer (-1) never leaves the CPU
             on_gpu += t.n_bytes
             continue
-        cpu += t.n_bytes
-        matmul = len(t.dims) == 2 or (len(t.dims) == 3 and "_exps." in t.name)
         rows = repack.get(t.type_name)
-        uses_matmul = not t.name.startswith(INPUT_TENSORS) or (tied and t.name == "token_embd.weight")
-        if rows and matmul and uses_matmul and t.dims[1] % rows == 0:
-            repacked += t.n_bytes  # repacking keeps the block size: same bytes, in a second buffer
-    if tied and i_gpu_start <= n_layer:  # the output layer on a GPU gets its own copy of token_embd
+        matmul = len(t.dims) == 2 or (len(t.dims) == 3 and "_exps." in t.name)
+        duplicate = tied and output_on_cpu and t.name == "token_embd.weight"  # the output reuses it
+        if rows and matmul and (duplicate or not t.name.startswith(INPUT_TENSORS)) and t.dims[1] % rows == 0:
+            repacked += t.n_bytes  # repacking keeps the block size: same bytes, in a buffer of their own
+            if not duplicate:
+                continue
+        first = min(first, header.data_offset + t.offset)  # llama_model_loader::get_mapping_range
+        last = max(last, header.data_offset + t.offset + t.n_bytes)
+    if tied and not output_on_cpu:  # an offloaded output layer gets its own copy of token_embd
         on_gpu += next(t.n_bytes for t in header.tensors if t.name == "token_embd.weight")
-    parts = [
-        Part("weights", "weights", "CPU", cpu, True, "tensor bytes from the GGUF, memory-mapped (CPU_Mapped)")
-    ]
+    mapped = Part(
+        "weights", "weights", "CPU", max(0, last - first), True,
+        "the span of the file holding the CPU tensors, memory-mapped (CPU_Mapped)",
+    )  # fmt: skip
+    parts = [mapped]
     if repacked:
         parts.append(
             Part(
@@ -687,9 +698,7 @@ def _weight_parts(
         )  # fmt: skip
     if on_gpu:
         where = (
-            "GPU"
-            if gpu
-            else "GPU: no GPU backend in this llama.cpp build, so llama.cpp keeps them on the CPU"
+            "on the GPU" if gpu else "no GPU backend in this llama.cpp build: llama.cpp keeps them on the CPU"
         )
         parts.append(Part("weights", "weights", "GPU", on_gpu, gpu, f"offloaded layers ({where})"))
     return parts
@@ -712,6 +721,7 @@ def memory_plan(
     flash_attn: bool = True,
     embeddings: bool = False,
     backend_samplers: bool = False,
+    n_outputs_max: int = 0,
     header: GGUFHeader | None = None,
     cpu_features: Iterable[str] | None = None,
 ) -> MemoryPlan:
@@ -729,6 +739,8 @@ def memory_plan(
         flash_attn: llama.cpp's "auto" enables it on the CPU and on GPUs that support it.
         embeddings: an embeddings context (adds an embedding row per output).
         backend_samplers: sampler chains run by llama.cpp (adds probabilities and candidates per output).
+        n_outputs_max: most logits rows one llama_decode may ask for (0: llama.cpp's default, n_batch);
+            candor's generation contexts use one per sequence, which keeps the compute buffer small.
         cpu_features: the CPU features llama.cpp reports (default: asked of the loaded llama.cpp build).
     Returns:
         The plan, part by part, with its total.
@@ -739,7 +751,14 @@ def memory_plan(
         raise InvalidParameter(f"context {ctx}, parallel {parallel} and batch {n_batch} must all be >= 1")
     header = header or read_gguf(card.path)
     sh = read_shapes(header)
-    sizes = context_sizes(ctx, parallel=parallel, n_batch=n_batch, n_ubatch=n_batch, unified=kv_unified)
+    sizes = context_sizes(
+        ctx,
+        parallel=parallel,
+        n_batch=n_batch,
+        n_ubatch=n_batch,
+        unified=kv_unified,
+        n_outputs_max=n_outputs_max,
+    )
     n_gpu = sh.n_layer + 1 if gpu_layers < 0 else min(gpu_layers, sh.n_layer + 1)
     i_gpu_start = sh.n_layer + 1 - n_gpu  # llama.cpp: max(n_layer + 1 - n_gpu_layers, 0); output = n_layer
     repack = repack_types(_llama_cpu_features() if cpu_features is None else cpu_features)

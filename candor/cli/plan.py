@@ -9,12 +9,14 @@ from typing import Any
 
 from candor.config import Settings
 from candor.engine.build_info import build_info
+from candor.errors import InvalidParameter
 from candor.plan import KV_TYPES, MIB, MemoryPlan, memory_plan
 from candor.preflight import checked_card
 from candor.store import Store
 
 EXAMPLES = """examples:
   candor plan                                  the default model, CANDOR_CTX tokens, one slot
+  (as candor loads models: each of P slots may hold --ctx tokens, in one KV pool of ctx x P cells)
   candor plan gemma-3-270m:Q4_K_M --ctx 8192 --parallel 4 --kv-type q8_0
   candor plan ./model.gguf --gpu-layers -1 --json
 """
@@ -33,13 +35,17 @@ def register(sub: Any) -> None:
         "model", nargs="?", metavar="MODEL", help="a .gguf path or model name (default model)"
     )
     parser.add_argument(
-        "--ctx", type=int, metavar="N", help="context tokens, shared by all slots (CANDOR_CTX)"
+        "--ctx", type=int, metavar="N", help="context tokens one request may use (CANDOR_CTX)"
     )
     parser.add_argument("--parallel", type=int, default=1, metavar="P", help="parallel sequences (slots)")
     parser.add_argument("--kv-type", choices=tuple(KV_TYPES), default="f16", help="KV cache element type")
     parser.add_argument("--batch", type=int, metavar="N", help="tokens per llama_decode (CANDOR_BATCH)")
     parser.add_argument(
-        "--gpu-layers", type=int, metavar="N", help="layers to offload, -1 = all (default: none)"
+        "--gpu-layers",
+        type=int,
+        metavar="N",
+        help="layers to offload, -1 = all (default: CANDOR_GPU_LAYERS with a GPU backend, else none); "
+        "without a GPU backend the GPU part is planned but marked unverified",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.set_defaults(handler=handle)
@@ -51,13 +57,16 @@ def handle(args: argparse.Namespace) -> int:
     path, _ = Store(settings).resolve(args.model)
     card = checked_card(path)
     info = build_info()
+    if args.parallel < 1:
+        raise InvalidParameter("--parallel must be at least 1")
     plan = memory_plan(
         card,
-        ctx=args.ctx or settings.ctx,
+        ctx=(args.ctx or settings.ctx) * args.parallel,  # the scheduler's unified pool
         parallel=args.parallel,
+        n_outputs_max=args.parallel,  # candor asks for one logits row per sequence
         kv_type=args.kv_type,
         n_batch=args.batch or settings.batch,
-        gpu_layers=args.gpu_layers or 0,
+        gpu_layers=_gpu_layers(args.gpu_layers, settings.gpu_layers, info.gpu_offload),
         gpu=info.gpu_offload,
         cpu_features=info.cpu_features,
     )
@@ -66,6 +75,13 @@ def handle(args: argparse.Namespace) -> int:
     else:
         print_plan(plan, card.display_name)
     return 0
+
+
+def _gpu_layers(asked: int | None, configured: int, gpu: bool) -> int:
+    """Layers to plan on a GPU: as asked, else what candor would offload on this build."""
+    if asked is not None:
+        return asked
+    return configured if gpu else 0
 
 
 def print_plan(plan: MemoryPlan, name: str) -> None:

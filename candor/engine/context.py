@@ -31,6 +31,9 @@ class ContextConfig:
     embeddings: bool = False
     kv_type: str = "f16"
     kv_unified: bool = True
+    # Logits rows one decode may return; 0 is llama.cpp's default (n_batch). Generation needs one per
+    # sequence, and sizing for that shrinks the compute buffer (514 -> 26 MiB for Gemma's 262k vocabulary).
+    n_outputs_max: int = 0
 
 
 class Batch:
@@ -77,6 +80,7 @@ class NativeContext:
         params.n_threads_batch = config.n_threads
         params.embeddings = config.embeddings
         params.kv_unified = config.kv_unified
+        params.n_outputs_max = config.n_outputs_max
         params.type_k = params.type_v = KV_TYPES[config.kv_type]
         params.pooling_type = pooling_type
         params.no_perf = True

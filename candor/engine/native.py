@@ -22,7 +22,7 @@ _LOG_LEVEL_NAMES = {1: "DEBUG", 2: "INFO", 3: "WARN", 4: "ERROR"}
 class LogSink:
     """Keeps llama.cpp's recent log lines (for error messages) and forwards them to `logging`."""
 
-    def __init__(self, keep: int = 200) -> None:
+    def __init__(self, keep: int = 1000) -> None:
         self._lines: deque[tuple[int, str]] = deque(maxlen=keep)
         self._count = 0
         self._partial = ""
@@ -39,10 +39,12 @@ class LogSink:
                 return
             *complete, self._partial = self._partial.split("\n")
             for line in complete:
-                if line.strip():
+                if not line.strip():
+                    continue
+                logger.debug("[%s] %s", _LOG_LEVEL_NAMES.get(level, "LOG"), line)
+                if level != 1:  # llama.cpp's debug lines (graph dumps) would push out what matters
                     self._count += 1
                     self._lines.append((self._count, line))
-                    logger.debug("[%s] %s", _LOG_LEVEL_NAMES.get(level, "LOG"), line)
 
     def mark(self) -> int:
         """Return a position in the log; `since(mark)` later returns what was logged after it."""

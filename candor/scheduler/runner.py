@@ -44,6 +44,7 @@ class Runner:
             n_threads=config.threads,
             n_seq_max=config.parallel,
             kv_type=config.kv_type,
+            n_outputs_max=config.parallel,
         )
         self.engine = BatchEngine(self.model, context, max_request_tokens=ctx)
         self.embedder: Embedder | None = None

@@ -183,10 +183,11 @@ class Scheduler:
             return int(
                 memory_plan(
                     card,
-                    ctx=ctx,
+                    ctx=ctx * self.config.parallel,  # the runner's unified KV pool
                     parallel=self.config.parallel,
                     kv_type=self.config.kv_type,
                     n_batch=self.settings.batch,
+                    n_outputs_max=self.config.parallel,
                 ).total
             )
         except (ImportError, CandorError, AttributeError, TypeError):
