@@ -169,11 +169,11 @@ class RunnerProcess:
     def _read(self) -> None:
         try:
             while True:
-                message = self._conn.recv()
-                if isinstance(message, Events):
-                    self._dispatch(message)
-                elif isinstance(message, Result):
-                    self._answer(message)
+                for message in self._conn.recv():  # the runner sends what it has in one list
+                    if isinstance(message, Events):
+                        self._dispatch(message)
+                    elif isinstance(message, Result):
+                        self._answer(message)
         except (EOFError, OSError):
             pass
         self._fail_all()

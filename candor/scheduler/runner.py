@@ -28,6 +28,8 @@ from candor.scheduler.protocol import (
     pack_error,
 )
 
+FLUSH_INTERVAL = 0.025  # seconds: ~40 updates a second per stream, and far fewer wake-ups of the parent
+
 
 class Runner:
     """One model, one batch engine, one connection to the scheduler."""
@@ -35,6 +37,11 @@ class Runner:
     def __init__(self, config: RunnerConfig, conn: Connection) -> None:
         self.config = config
         self.conn = conn
+        # Replies wait here and leave together, at most every FLUSH_INTERVAL while the engine is busy: on a
+        # machine whose cores all run llama.cpp's threads, every wake-up of the scheduler delays a step.
+        self._outbox: list[Any] = []
+        self._last_flush = 0.0
+        self._started: set[int] = set()  # requests whose first chunk went out
         started = time.perf_counter()
         self.model = NativeModel(Path(config.path), gpu_layers=config.gpu_layers)
         ctx = min(config.ctx, self.model.n_ctx_train) if self.model.n_ctx_train > 0 else config.ctx
@@ -45,6 +52,9 @@ class Runner:
             n_seq_max=config.parallel,
             kv_type=config.kv_type,
             n_outputs_max=config.parallel,
+            # One KV stream per slot (ctx cells each): a sequence attends over its own cells only, and no
+            # request can starve another of cache.
+            kv_unified=False,
         )
         self.engine = BatchEngine(self.model, context, max_request_tokens=ctx)
         self.embedder: Embedder | None = None
@@ -80,15 +90,18 @@ class Runner:
                 event = EngineEvent(message.id, error=exc)
             if event is not None:
                 self.send_events([event])
+                self.flush(force=True)
         elif isinstance(message, Cancel):
             self.engine.cancel(message.id)
         elif isinstance(message, Embed):
-            self.conn.send(Result(message.id, self._embed(message.texts)))
+            self._outbox.append(Result(message.id, self._embed(message.texts)))
+            self.flush(force=True)
         elif isinstance(message, Tokenize):
             tokens = self.model.tokenize(
                 message.text, add_special=message.add_special, parse_special=message.parse_special
             )
-            self.conn.send(Result(message.id, tokens))
+            self._outbox.append(Result(message.id, tokens))
+            self.flush(force=True)
         elif isinstance(message, Shutdown):
             return False
         return True
@@ -109,14 +122,24 @@ class Runner:
 
     def send_events(self, events: list[EngineEvent]) -> None:
         """Forward one step's events."""
-        self.conn.send(
+        self._outbox.append(
             Events(tuple((e.request_id, e.chunk, pack_error(e.error) if e.error else None) for e in events))
         )
+
+    def flush(self, *, force: bool = False) -> None:
+        """Send what is waiting, if forced or if the last send was long enough ago."""
+        now = time.monotonic()
+        if self._outbox and (force or now - self._last_flush >= FLUSH_INTERVAL):
+            self.conn.send(self._outbox)
+            self._outbox = []
+            self._last_flush = now
 
     def serve(self) -> None:
         """Read messages; step the engine while it has work; block on the connection when it has none."""
         conn, engine = self.conn, self.engine
         while True:
+            if not engine.busy:
+                self.flush(force=True)
             if not engine.busy or conn.poll(0):
                 if not self.handle(conn.recv()):
                     return
@@ -124,6 +147,10 @@ class Runner:
             events = engine.step()
             if events:
                 self.send_events(events)
+                # A request's first and last chunks go out at once: time to first token, and the slot's end.
+                self.flush(force=any(e.final or e.request_id not in self._started for e in events))
+                self._started.update(e.request_id for e in events)
+                self._started.difference_update(e.request_id for e in events if e.final)
 
 
 def run_runner(config: RunnerConfig, conn: Connection) -> None:
