@@ -1,0 +1,99 @@
+"""`candor serve`: the Ollama- and OpenAI-compatible HTTP API on 127.0.0.1:11434."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import socket
+import sys
+from typing import Any
+
+from candor.errors import CandorError
+
+EXAMPLES = """examples:
+  candor serve                                  Ollama's address: existing clients need no setting
+  candor serve --port 8080 --api-key s3cret     OpenAI clients: base_url http://127.0.0.1:8080/v1
+  CANDOR_HOST=0.0.0.0:11434 candor serve --allowed-hosts host.docker.internal
+"""
+
+
+def register(sub: Any) -> None:
+    """Add the `serve` command."""
+    parser = sub.add_parser(
+        "serve",
+        help="serve Ollama's and OpenAI's HTTP APIs",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="address to bind (CANDOR_HOST, else OLLAMA_HOST, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 11434)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("CANDOR_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (CANDOR_API_KEY)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        default=os.environ.get("CANDOR_ALLOWED_HOSTS", ""),
+        help="extra Host names to accept, comma-separated (CANDOR_ALLOWED_HOSTS)",
+    )
+    parser.add_argument(
+        "--cors-origins",
+        default=os.environ.get("CANDOR_CORS_ORIGINS", ""),
+        help="origins browsers may call from, comma-separated (CANDOR_CORS_ORIGINS)",
+    )
+    parser.set_defaults(handler=handle)
+
+
+def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
+    """--host/--port, else CANDOR_HOST, else OLLAMA_HOST, else 127.0.0.1:11434."""
+    raw = host or os.environ.get("CANDOR_HOST") or os.environ.get("OLLAMA_HOST") or "127.0.0.1"
+    raw = raw.removeprefix("http://").removeprefix("https://")
+    name, _, maybe_port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
+    chosen = port or (int(maybe_port) if maybe_port.isdigit() else 11434)
+    return (name or "127.0.0.1"), chosen
+
+
+def _who_listens(host: str, port: int) -> str:
+    try:
+        import httpx
+
+        answer = httpx.get(f"http://{host}:{port}/api/version", timeout=1).json()
+        return "another candor" if "candor" in answer else "Ollama (stop it, or pick another --port)"
+    except Exception:  # only a hint: any failure means "someone else"
+        return "another program"
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Check the port, then run uvicorn until Ctrl-C."""
+    import uvicorn
+
+    from candor.server.app import ServerSettings, create_app
+
+    host, port = bind_address(args.host, args.port)
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CandorError(f"{host}:{port} is taken by {_who_listens(host, port)}") from None
+        raise CandorError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        api_key=args.api_key or None,
+        allowed_hosts=frozenset(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
+        cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
+    )
+    app = create_app(settings)
+    print(f"candor serving on http://{host}:{port} (Ollama API at /api, OpenAI API at /v1)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        app.state.scheduler.close()
+    return 0

@@ -1,0 +1,66 @@
+"""create_app(): the ASGI app behind `candor serve`, with no module-level state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from candor import __version__
+from candor.errors import CandorError
+from candor.scheduler import Scheduler
+from candor.server.errors import candor_error_handler, validation_error_handler
+from candor.server.ollama.routes import router as ollama_router
+from candor.server.openai.routes import router as openai_router
+from candor.server.security import Guard, machine_names
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server listens and whom it lets in."""
+
+    host: str = "127.0.0.1"
+    port: int = 11434
+    api_key: str | None = None
+    allowed_hosts: frozenset[str] = field(default_factory=frozenset)
+    cors_origins: tuple[str, ...] = ()
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the server listens on a loopback address only."""
+        return self.host in ("127.0.0.1", "localhost", "::1")
+
+
+def create_app(settings: ServerSettings | None = None, scheduler: Scheduler | None = None) -> FastAPI:
+    """Build the app; the scheduler lives on app.state (one is created when none is given)."""
+    server = settings or ServerSettings()
+    app = FastAPI(title="candor", version=__version__, description="Ollama- and OpenAI-compatible API")
+    app.state.scheduler = scheduler or Scheduler()
+    app.state.settings = server
+    app.add_exception_handler(CandorError, candor_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.include_router(ollama_router)
+    app.include_router(openai_router)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if server.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(server.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=False,
+        )
+    allowed = set(server.allowed_hosts)
+    if not server.loopback_only:
+        allowed |= machine_names() | {server.host}
+    app.add_middleware(
+        Guard, allowed_hosts=allowed, loopback_only=server.loopback_only, api_key=server.api_key
+    )
+    return app

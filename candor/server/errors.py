@@ -1,0 +1,61 @@
+"""Candor errors -> HTTP statuses, in the body shape each API's clients expect."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from candor import errors
+
+STATUS: dict[type[errors.CandorError], int] = {
+    errors.ModelNotFound: 404,
+    errors.InvalidParameter: 400,
+    errors.ContextOverflow: 400,
+    errors.TemplateError: 400,
+    errors.InvalidModelFile: 422,
+    errors.UnsupportedModel: 422,
+    errors.Busy: 503,
+    errors.RunnerCrashed: 500,
+    errors.ModelLoadError: 500,
+    errors.EngineError: 500,
+}
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    422: "invalid_request_error",
+    503: "server_busy",
+    500: "server_error",
+}
+
+
+def status_of(exc: errors.CandorError) -> int:
+    """The HTTP status for a candor error (the most specific class wins)."""
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 500
+
+
+def error_response(request: Request, status: int, message: str, code: str | None = None) -> JSONResponse:
+    """`{"error": "..."}` on Ollama's routes; `{"error": {"message", "type", "code"}}` on OpenAI's."""
+    if request.url.path.startswith("/v1/"):
+        body = {"error": {"message": message, "type": OPENAI_TYPES.get(status, "server_error"), "code": code}}
+        return JSONResponse(body, status_code=status)
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def candor_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Translate a CandorError raised by a route."""
+    assert isinstance(exc, errors.CandorError)
+    return error_response(request, status_of(exc), str(exc), type(exc).__name__)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A malformed or mistyped request body: 400 with the fields named."""
+    assert isinstance(exc, RequestValidationError)
+    details = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in exc.errors()
+    )
+    return error_response(request, 400, f"invalid request: {details}", "invalid_request")

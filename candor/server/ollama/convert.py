@@ -1,0 +1,83 @@
+"""candor's chunks, cards and store entries -> the JSON Ollama's clients read."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from candor.identity import ModelCard
+from candor.types import Chunk
+
+NS = 1_000_000_000
+
+
+def timestamp(when: datetime | None = None) -> str:
+    """RFC 3339 in UTC, as Ollama writes created_at."""
+    return (when or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
+
+
+def metrics(last: Chunk) -> dict[str, Any]:
+    """The final chunk's counters, durations in nanoseconds."""
+    usage, t = last.usage, last.timings
+    if usage is None or t is None:
+        return {}
+    return {
+        "total_duration": int((t.load_seconds + t.prompt_seconds + t.decode_seconds) * NS),
+        "load_duration": int(t.load_seconds * NS),
+        "prompt_eval_count": usage.prompt_tokens,
+        "prompt_eval_duration": int(t.prompt_seconds * NS),
+        "eval_count": usage.completion_tokens,
+        "eval_duration": int(t.decode_seconds * NS),
+    }
+
+
+def generate_chunk(model: str, chunk: Chunk) -> dict[str, Any]:
+    """One /api/generate line."""
+    line: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": chunk.text, "done": False}
+    if chunk.finish_reason is not None:
+        line.update(done=True, done_reason=chunk.finish_reason.value, **metrics(chunk))
+    return line
+
+
+def chat_chunk(model: str, chunk: Chunk) -> dict[str, Any]:
+    """One /api/chat line."""
+    line: dict[str, Any] = {
+        "model": model,
+        "created_at": timestamp(),
+        "message": {"role": "assistant", "content": chunk.text},
+        "done": False,
+    }
+    if chunk.finish_reason is not None:
+        line.update(done=True, done_reason=chunk.finish_reason.value, **metrics(chunk))
+    return line
+
+
+def family(card: ModelCard) -> str:
+    """The model family Ollama shows: the architecture."""
+    return card.architecture or "unknown"
+
+
+def details(card: ModelCard) -> dict[str, Any]:
+    """Ollama's `details` object, from the file's own metadata."""
+    return {
+        "parent_model": "; ".join(b.label() for b in card.base_models),
+        "format": "gguf",
+        "family": family(card),
+        "families": [family(card)],
+        "parameter_size": card.parameter_label,
+        "quantization_level": card.file_type,
+    }
+
+
+def capabilities(card: ModelCard, *, has_template: bool) -> list[str]:
+    """What the model can be asked for (embeddings: every model, through mean pooling)."""
+    caps = ["completion", "embedding"]
+    del has_template
+    return caps
+
+
+def model_info(card: ModelCard) -> dict[str, Any]:
+    """GGUF keys for /api/show (big arrays are summarised by candor's reader)."""
+    info = dict(card.metadata)
+    info["general.parameter_count"] = card.parameter_count
+    return info

@@ -1,0 +1,73 @@
+"""Request bodies of Ollama's API (what the official `ollama` client sends). Unknown fields are ignored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class GenerateRequest(_Request):
+    model: str = Field(min_length=1)
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    raw: bool = False
+    stream: bool = True
+    format: Any = None
+    images: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    keep_alive: str | float | int | None = None
+    think: bool | str | None = None
+
+
+class ChatMessage(_Request):
+    role: str
+    content: str | None = ""
+    images: list[str] | None = None
+    tool_calls: list[Any] | None = None
+    thinking: str | None = None
+
+
+class ChatRequest(_Request):
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(default_factory=list)
+    tools: list[Any] | None = None
+    stream: bool = True
+    format: Any = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    keep_alive: str | float | int | None = None
+    think: bool | str | None = None
+
+
+class EmbedRequest(_Request):
+    model: str = Field(min_length=1)
+    input: str | list[str] = ""
+    truncate: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+    keep_alive: str | float | int | None = None
+
+
+class EmbeddingsRequest(_Request):
+    model: str = Field(min_length=1)
+    prompt: str = ""
+    keep_alive: str | float | int | None = None
+
+
+class ModelRequest(_Request):
+    model: str | None = None
+    name: str | None = None  # older clients
+
+    def target(self) -> str:
+        """The model named by either field."""
+        return self.model or self.name or ""
+
+
+class CopyRequest(_Request):
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)

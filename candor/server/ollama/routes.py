@@ -1,0 +1,265 @@
+"""Ollama's native API: NDJSON streams by default, `{"error": ...}` bodies, nanosecond durations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from candor import __version__
+from candor.errors import CandorError, InvalidParameter
+from candor.scheduler import RequestHandle, Scheduler
+from candor.server.ollama import convert
+from candor.server.ollama.protocol import (
+    ChatRequest,
+    CopyRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    ModelRequest,
+)
+from candor.server.options import context_option, keep_alive_seconds
+from candor.server.streaming import chunks_of, collect
+from candor.store.licenses import license_texts, readable
+from candor.types import Chunk, FinishReason, Message
+
+OLLAMA_COMPAT_VERSION = "0.12.0"  # the Ollama API level candor speaks; clients check for a minimum
+NDJSON = "application/x-ndjson"
+
+router = APIRouter()
+
+
+def scheduler_of(request: Request) -> Scheduler:
+    """The app's scheduler."""
+    sched: Scheduler = request.app.state.scheduler
+    return sched
+
+
+def _refuse_unsupported(images: list[str] | None, fmt: Any, think: Any, tools: Any = None) -> None:
+    if images:
+        raise InvalidParameter(
+            "vision is not supported yet: candor does not run image inputs; send text only"
+        )
+    if fmt not in (None, ""):
+        raise InvalidParameter("structured output (`format`) is not supported yet by candor; omit `format`")
+    if think not in (None, False):
+        raise InvalidParameter("this model cannot think (`think` is not supported yet); omit `think`")
+    if tools:
+        raise InvalidParameter("tool calling is not supported yet by candor; omit `tools`")
+
+
+async def _ndjson(handle: RequestHandle, line: Any) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks_of(handle):
+            yield (json.dumps(line(chunk)) + "\n").encode()
+    except CandorError as exc:  # after the first byte an error is one last line
+        yield (json.dumps({"error": str(exc)}) + "\n").encode()
+
+
+def _load_only(request: Request, name: str, keep_alive: float | None, chat: bool) -> dict[str, Any]:
+    """An empty prompt loads the model (or, with keep_alive 0, unloads it), as Ollama does."""
+    sched = scheduler_of(request)
+    if keep_alive == 0:
+        sched.unload(name)
+        reason = "unload"
+    else:
+        sched.load(name, keep_alive=keep_alive)
+        reason = "load"
+    body: dict[str, Any] = {
+        "model": name,
+        "created_at": convert.timestamp(),
+        "done": True,
+        "done_reason": reason,
+    }
+    if chat:
+        body["message"] = {"role": "assistant", "content": ""}
+    else:
+        body["response"] = ""
+    return body
+
+
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def root() -> PlainTextResponse:
+    """Ollama clients probe this."""
+    return PlainTextResponse("Ollama is running")
+
+
+@router.get("/api/version")
+async def version() -> dict[str, str]:
+    """Ollama's version field, and candor's marker so candor's own CLI can tell it from an Ollama."""
+    return {"version": OLLAMA_COMPAT_VERSION, "candor": __version__}
+
+
+@router.post("/api/generate", response_model=None)
+async def generate(body: GenerateRequest, request: Request) -> Response | dict[str, Any]:
+    """Complete a prompt (the chat template applies unless `raw`)."""
+    _refuse_unsupported(body.images, body.format, body.think)
+    keep_alive = keep_alive_seconds(body.keep_alive)
+    if not body.prompt and not body.system:
+        return _load_only(request, body.model, keep_alive, chat=False)
+    sched = scheduler_of(request)
+    ctx = context_option(body.options)
+    if body.raw:
+        handle = sched.generate(body.model, body.prompt, options=body.options, keep_alive=keep_alive, ctx=ctx)
+    else:
+        messages = ([Message("system", body.system)] if body.system else []) + [Message("user", body.prompt)]
+        handle = sched.chat(body.model, messages, options=body.options, keep_alive=keep_alive, ctx=ctx)
+    if body.stream:
+        return StreamingResponse(
+            _ndjson(handle, lambda c: convert.generate_chunk(body.model, c)), media_type=NDJSON
+        )
+    text, last = await collect(handle)
+    return convert.generate_chunk(body.model, _whole(text, last))
+
+
+def _whole(text: str, last: Chunk) -> Chunk:
+    return Chunk(text, (), last.finish_reason or FinishReason.STOP, last.usage, last.timings)
+
+
+@router.post("/api/chat", response_model=None)
+async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]:
+    """Answer a conversation."""
+    _refuse_unsupported(
+        [i for m in body.messages for i in (m.images or [])], body.format, body.think, body.tools
+    )
+    keep_alive = keep_alive_seconds(body.keep_alive)
+    if not body.messages:
+        return _load_only(request, body.model, keep_alive, chat=True)
+    messages = [Message.coerce({"role": m.role, "content": m.content or ""}) for m in body.messages]
+    handle = scheduler_of(request).chat(
+        body.model, messages, options=body.options, keep_alive=keep_alive, ctx=context_option(body.options)
+    )
+    if body.stream:
+        return StreamingResponse(
+            _ndjson(handle, lambda c: convert.chat_chunk(body.model, c)), media_type=NDJSON
+        )
+    text, last = await collect(handle)
+    return convert.chat_chunk(body.model, _whole(text, last))
+
+
+@router.post("/api/embed")
+async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+    """Embeddings for one input or a list."""
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    vectors = scheduler_of(request).embed(body.model, texts, keep_alive=keep_alive_seconds(body.keep_alive))
+    return {"model": body.model, "embeddings": vectors}
+
+
+@router.post("/api/embeddings")
+async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, Any]:
+    """The legacy single-prompt form."""
+    [vector] = scheduler_of(request).embed(
+        body.model, [body.prompt], keep_alive=keep_alive_seconds(body.keep_alive)
+    )
+    return {"embedding": vector}
+
+
+def _modified(iso: str) -> str:
+    try:
+        return convert.timestamp(datetime.fromisoformat(iso).astimezone(timezone.utc))
+    except ValueError:
+        return iso
+
+
+@router.get("/api/tags")
+async def tags(request: Request) -> dict[str, Any]:
+    """Every model in the store, each with the identity read from its file."""
+    models = []
+    for listed in scheduler_of(request).store.list():
+        entry, card = listed.entry, listed.card
+        item: dict[str, Any] = {
+            "name": entry.name,
+            "model": entry.name,
+            "modified_at": _modified(entry.modified_at),
+            "size": entry.size,
+            "digest": entry.sha256 or "",
+        }
+        if card is not None:
+            item["details"] = convert.details(card)
+            item["capabilities"] = convert.capabilities(card, has_template=card.chat_template is not None)
+        item["candor"] = {
+            "identity": card.summary() if card else None,
+            "usable": entry.usable and listed.problem is None,
+            "problem": listed.problem,
+            "name_claims": [c.message for c in listed.claims],
+        }
+        models.append(item)
+    return {"models": models}
+
+
+@router.post("/api/show")
+async def show(body: ModelRequest, request: Request) -> JSONResponse:
+    """What the model is, its licence text, template and parameters."""
+    from candor.preflight import checked_card
+    from candor.prompt import choose_chat_format
+    from candor.store.claims import check_name
+
+    store = scheduler_of(request).store
+    path, entry = store.resolve(body.target())
+    card = checked_card(path)
+    fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
+    licence = "\n\n".join(readable(p) for p in license_texts(store, entry)) or (card.license or "")
+    parameters = "\n".join(f"{k} {v}" for k, v in (entry.parameters if entry else {}).items())
+    response = JSONResponse(
+        {
+            "license": licence,
+            "modelfile": f"# candor does not use Modelfiles; this model is {path}\nFROM {path}\n",
+            "parameters": parameters,
+            "template": fmt.template,
+            "system": (entry.system if entry else None) or "",
+            "details": convert.details(card),
+            "model_info": convert.model_info(card),
+            "capabilities": convert.capabilities(card, has_template=card.chat_template is not None),
+            "modified_at": _modified(entry.modified_at) if entry else convert.timestamp(),
+            "candor": {
+                "identity": card.lineage(),
+                "chat_format": fmt.describe(),
+                "chat_format_fallback": fmt.is_fallback,
+                "name_claims": [c.message for c in check_name(entry.name, card)] if entry else [],
+            },
+        }
+    )
+    if fmt.is_fallback:
+        response.headers["X-Candor-Chat-Format"] = f"fallback; {fmt.name}"
+    return response
+
+
+@router.get("/api/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    """The loaded models."""
+    models = []
+    for info in scheduler_of(request).loaded():
+        expires = info["expires_at"]
+        models.append(
+            {
+                "name": info["name"],
+                "model": info["name"],
+                "size": info["size"],
+                "digest": "",
+                "details": {},
+                "expires_at": convert.timestamp(datetime.fromtimestamp(expires, timezone.utc))
+                if expires
+                else "0001-01-01T00:00:00Z",
+                "size_vram": 0,
+                "context_length": info["context_length"],
+            }
+        )
+    return {"models": models}
+
+
+@router.delete("/api/delete")
+async def delete(body: ModelRequest, request: Request) -> JSONResponse:
+    """Remove a name from the store."""
+    scheduler_of(request).store.remove(body.target())
+    return JSONResponse({})
+
+
+@router.post("/api/copy")
+async def copy(body: CopyRequest, request: Request) -> JSONResponse:
+    """Give a model another name."""
+    scheduler_of(request).store.copy(body.source, body.destination)
+    return JSONResponse({})
