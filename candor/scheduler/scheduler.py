@@ -42,6 +42,7 @@ class SchedulerConfig:
     keep_alive: float = 300.0  # seconds an idle model stays loaded; negative: forever
     load_timeout: float = 300.0
     kv_type: str = "f16"
+    allow_paths: bool = True  # the HTTP server sets False: requests name models, never files
 
 
 def physical_memory() -> int:
@@ -110,6 +111,8 @@ class Scheduler:
     def _key(self, model: str | None) -> str:
         if model is None:
             return self.store.builtin_entry().name
+        if not self.config.allow_paths:
+            self.store.resolve(model, allow_paths=False)  # raises for paths and unknown names
         entry = self.store.find(model)
         return entry.name if entry is not None else str(Path(model).expanduser().resolve())
 
@@ -136,7 +139,7 @@ class Scheduler:
             return self._start(model, key, ctx=ctx or self.settings.ctx, keep_alive=keep_alive)
 
     def _start(self, model: str | None, key: str, *, ctx: int, keep_alive: float | None) -> LoadedModel:
-        path, entry = self.store.resolve(model)
+        path, entry = self.store.resolve(model, allow_paths=self.config.allow_paths)
         card = checked_card(path)
         size = self._charge(card, path, ctx)
         self._make_room(size)

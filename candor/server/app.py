@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from candor import __version__
 from candor.errors import CandorError
-from candor.scheduler import Scheduler
+from candor.scheduler import Scheduler, SchedulerConfig
 from candor.server.errors import candor_error_handler, validation_error_handler
 from candor.server.ollama.routes import router as ollama_router
 from candor.server.openai.routes import router as openai_router
@@ -36,7 +36,7 @@ def create_app(settings: ServerSettings | None = None, scheduler: Scheduler | No
     """Build the app; the scheduler lives on app.state (one is created when none is given)."""
     server = settings or ServerSettings()
     app = FastAPI(title="candor", version=__version__, description="Ollama- and OpenAI-compatible API")
-    app.state.scheduler = scheduler or Scheduler()
+    app.state.scheduler = scheduler or Scheduler(config=SchedulerConfig(allow_paths=False))
     app.state.settings = server
     app.add_exception_handler(CandorError, candor_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

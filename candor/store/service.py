@@ -88,8 +88,19 @@ class Store:
         preferred = [e for e in tagged if e.model_name.tag.upper() == "Q4_K_M"]
         return preferred[0] if preferred else None
 
-    def resolve(self, ref: str | Path | None) -> tuple[Path, StoreEntry | None]:
-        """A model reference (None, a name, or a .gguf path) -> the file to load and its entry."""
+    def resolve(self, ref: str | Path | None, *, allow_paths: bool = True) -> tuple[Path, StoreEntry | None]:
+        """A model reference (None, a name, or a .gguf path) -> the file to load and its entry.
+
+        With allow_paths=False (the HTTP API) only names resolve: a request never names a file.
+        """
+        if not allow_paths and ref is not None:
+            if isinstance(ref, Path):
+                raise InvalidParameter("a model is named, not given as a path")
+            parse_name(ref)  # an invalid name (a path, '..') is a 400, not a lookup
+            if self.find(ref) is None:
+                raise ModelNotFound(
+                    f"no model named {ref!r}; see /api/tags, or pull it (candor pull hf.co/ORG/REPO:QUANT)"
+                )
         if ref is None:
             builtin = self.builtin_entry()
             return Path(builtin.path), builtin

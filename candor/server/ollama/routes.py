@@ -199,7 +199,7 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
     from candor.store.claims import check_name
 
     store = scheduler_of(request).store
-    path, entry = store.resolve(body.target())
+    path, entry = store.resolve(body.target(), allow_paths=False)
     card = checked_card(path)
     fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
     licence = "\n\n".join(readable(p) for p in license_texts(store, entry)) or (card.license or "")

@@ -1,0 +1,225 @@
+"""`candor serve` as clients meet it: a real server on loopback, the official ollama and openai clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import pytest
+
+MODEL = "gemma-3-270m:Q4_K_M"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "CANDOR_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "candor", "serve", "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start(tmp_path_factory.mktemp("serve-home"))
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_ollama_client_generate_chat_embed_list_show_ps(server: str) -> None:
+    client = ollama.Client(host=server)
+    assert [m.model for m in client.list().models] == [MODEL]
+    done = client.generate(
+        model=MODEL, prompt="Why is the sky blue?", options={"num_predict": 12, "temperature": 0}
+    )
+    assert done.done and done.done_reason == "length" and done.eval_count == 12 and done.response
+    assert done.prompt_eval_count and done.total_duration and done.eval_duration
+    again = client.generate(
+        model=MODEL, prompt="Why is the sky blue?", options={"num_predict": 12, "temperature": 0}
+    )
+    assert again.response == done.response
+    parts = list(
+        client.chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            options={"num_predict": 8, "seed": 1},
+        )
+    )
+    assert parts[-1].done and parts[-1].eval_count == 8
+    assert all(not p.done for p in parts[:-1])
+    embedded = client.embed(model=MODEL, input=["a cat", "a dog"])
+    assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == 640
+    shown = client.show(MODEL)
+    assert "Gemma Terms of Use" in (shown.license or "")
+    assert shown.details.family == "gemma3" and shown.details.quantization_level == "Q4_K_M"
+    assert [m.model for m in client.ps().models] == [MODEL]
+    version = httpx.get(server + "/api/version").json()
+    assert version["candor"] and version["version"]
+
+
+def test_ollama_copy_delete_and_raw_generate(server: str) -> None:
+    client = ollama.Client(host=server)
+    client.copy(MODEL, "tiny-copy")
+    assert "tiny-copy:latest" in [m.model for m in client.list().models]
+    raw = client.generate(
+        model="tiny-copy",
+        prompt="The capital of France is",
+        raw=True,
+        options={"num_predict": 5, "temperature": 0},
+    )
+    assert raw.response
+    client.delete("tiny-copy")
+    assert "tiny-copy:latest" not in [m.model for m in client.list().models]
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.delete("tiny-copy")
+    assert missing.value.status_code == 404
+
+
+def test_openai_client_chat_completion_and_embeddings(server: str) -> None:
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
+    assert MODEL in [m.id for m in client.models.list()]
+    whole = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=10, temperature=0
+    )
+    assert whole.choices[0].finish_reason == "length" and whole.usage is not None
+    assert whole.usage.completion_tokens == 10 and whole.id.startswith("chatcmpl-")
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
+    completion = client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0
+    )
+    assert completion.choices[0].text and completion.usage is not None
+    vectors = client.embeddings.create(model=MODEL, input=["one", "two"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 640
+
+
+@pytest.mark.parametrize(
+    "path, body, status",
+    [
+        ("/api/generate", "{not json", 400),
+        ("/api/generate", json.dumps({"model": MODEL, "prompt": 5}), 400),
+        ("/api/generate", json.dumps({"model": MODEL, "prompt": "x", "options": {"num_predict": -5}}), 400),
+        ("/api/generate", json.dumps({"model": MODEL, "prompt": "x", "options": {"top_k": -1}}), 400),
+        ("/api/generate", json.dumps({"model": MODEL, "prompt": "x", "options": {"num_ctx": -1}}), 400),
+        ("/api/generate", json.dumps({"model": MODEL, "prompt": "x", "images": ["aGk="]}), 400),
+        (
+            "/api/chat",
+            json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "think": True}),
+            400,
+        ),
+        ("/api/generate", json.dumps({"model": "nope:1b", "prompt": "x"}), 404),
+        ("/api/generate", json.dumps({"model": "../../etc/passwd", "prompt": "x"}), 400),
+        ("/api/show", json.dumps({"model": "/etc/passwd"}), 400),
+        ("/api/generate", json.dumps({"model": "gemma-3-270m-q4_k_m.gguf", "prompt": "x"}), 404),
+        ("/v1/chat/completions", json.dumps({"model": MODEL, "messages": []}), 400),
+        (
+            "/v1/chat/completions",
+            json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}),
+            400,
+        ),
+        (
+            "/v1/chat/completions",
+            json.dumps({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+            404,
+        ),
+    ],
+)
+def test_bad_requests_get_4xx_in_each_apis_shape(server: str, path: str, body: str, status: int) -> None:
+    answer = httpx.post(server + path, content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    if path.startswith("/v1/"):
+        assert isinstance(error, dict) and error["message"] and error["type"]
+    else:
+        assert isinstance(error, str) and error
+    assert httpx.get(server + "/").status_code == 200  # still serving
+
+
+def test_foreign_host_is_refused(server: str) -> None:
+    for host in ("evil.example", "x.local", "x.internal", ""):
+        answer = httpx.get(server + "/api/tags", headers={"host": host})
+        assert answer.status_code in (400, 403), host
+    assert httpx.get(server + "/api/tags", headers={"host": "localhost:11434"}).status_code == 200
+
+
+def test_a_client_that_disconnects_frees_its_slot(server: str) -> None:
+    body = {"model": MODEL, "prompt": "Tell a long story", "options": {"num_predict": 4000}}
+    with httpx.stream("POST", server + "/api/generate", json=body, timeout=60) as response:
+        for _ in response.iter_lines():
+            break  # first token, then hang up
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        ps = httpx.get(server + "/api/ps").json()["models"]
+        metrics_ok = ps and True
+        if metrics_ok:
+            break
+        time.sleep(0.1)
+    client = ollama.Client(host=server)
+    done = client.generate(model=MODEL, prompt="Hi", options={"num_predict": 3})
+    assert done.eval_count == 3
+
+
+def test_api_key_is_required_when_set(tmp_path: Path) -> None:
+    proc, url = start(tmp_path, "--api-key", "s3cret")
+    try:
+        assert httpx.get(url + "/").status_code == 200  # Ollama's probe stays open
+        assert httpx.get(url + "/api/tags").status_code == 401
+        assert httpx.get(url + "/api/tags", headers={"authorization": "Bearer wrong"}).status_code == 401
+        ok = httpx.get(url + "/api/tags", headers={"authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        denied = openai.OpenAI(base_url=url + "/v1", api_key="wrong")
+        with pytest.raises(openai.AuthenticationError):
+            denied.models.list()
+        allowed = openai.OpenAI(base_url=url + "/v1", api_key="s3cret")
+        assert MODEL in [m.id for m in allowed.models.list()]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_a_taken_port_is_a_clear_error(server: str) -> None:
+    port = server.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "candor", "serve", "--port", port], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "is taken by another candor" in result.stderr and "Traceback" not in result.stderr
