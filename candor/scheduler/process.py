@@ -215,6 +215,7 @@ class RunnerProcess:
         with self._state_lock:
             handles, self._handles = self._handles, {}
             results, self._results = self._results, {}
+        self._on_exit(self)  # forget the model first, so a retry after the error loads it afresh
         for handle in handles.values():
             self._on_final(handle, error)
             handle.deliver(error)
@@ -223,7 +224,6 @@ class RunnerProcess:
             done.set()
         if not was_closing:
             logger.warning("runner of %s stopped: %s", self.name, self._exit_text())
-        self._on_exit(self)
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the runner to exit; kill it if it does not."""

@@ -126,6 +126,9 @@ class Scheduler:
         with lock:  # one load per model at a time; other models load in parallel
             with self._lock:
                 loaded = self._models.get(key)
+                if loaded is not None and loaded.runner.closed:  # its runner died: start afresh
+                    del self._models[key]
+                    loaded = None
             if loaded is not None and (ctx is None or ctx <= loaded.ctx):
                 if keep_alive is not None:
                     loaded.keep_alive = keep_alive

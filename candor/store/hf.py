@@ -1,624 +1,72 @@
 """Pull GGUF models from Hugging Face into its shared cache, check every byte, then give them a name.
 
-Files land in huggingface_hub's cache layout (`models--ORG--REPO/blobs/<etag>` with
-`snapshots/<commit>/<file>` links), which llama.cpp's `-hf` and other tools share. huggingface_hub supplies
-the repo listing, file metadata, HTTP session, token and lock; candor writes each blob itself through a
-stable `<etag>.incomplete` file, because huggingface_hub 2.x discards a partial download when it fails,
-and a multi-gigabyte pull must resume where it stopped. huggingface_hub checks only sizes: candor compares
-each file with the hash the hub published before anything is registered.
+hf_select chooses the files a reference names; hf_download brings them into huggingface_hub's cache
+(shared with llama.cpp's `-hf`), resuming partial downloads and checking each file against the hash the
+hub published; this module ties the two together, test-loads the model, and registers its name only then.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-import re
-import shutil
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from collections.abc import Callable
 
-import httpx2
-from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
-from huggingface_hub.errors import (
-    GatedRepoError,
-    HfHubHTTPError,
-    OfflineModeIsEnabled,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-
-# Public in huggingface_hub.utils, whose lazy facade mypy cannot see through: imported from their modules.
-from huggingface_hub.utils._fixes import WeakFileLock
-from huggingface_hub.utils._headers import build_hf_headers
-from huggingface_hub.utils._http import hf_raise_for_status, http_stream_backoff
-
-from candor import __version__
 from candor.engine.probe import probe_load
-from candor.errors import (
-    CandorError,
-    DownloadError,
-    IntegrityError,
-    InvalidParameter,
-    ModelNotFound,
-    UnsupportedModel,
-)
+from candor.errors import UnsupportedModel
 from candor.identity import file_sha256
 from candor.preflight import checked_card
-from candor.store.names import HF_HOST, parse_name
+from candor.store.hf_download import (
+    REVISION,
+    Fetcher,
+    PullProgress,
+    Reporter,
+    hub_cache_dir,
+    hub_endpoint,
+    list_repo,
+)
+from candor.store.hf_select import (
+    DEFAULT_QUANT,
+    HUB_HOSTS,
+    HubFile,
+    HubRef,
+    ModelFiles,
+    check_complete,
+    choose_model,
+    choose_projector,
+    is_projector,
+    license_files,
+    model_files,
+    parse_ref,
+    quant_of,
+    split_info,
+    store_name,
+)
 from candor.store.registry import StoreEntry
 from candor.store.service import Store
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "DEFAULT_QUANT",
+    "HUB_HOSTS",
+    "REVISION",
+    "SOURCE",
+    "HubFile",
+    "HubRef",
+    "ModelFiles",
+    "PullProgress",
+    "choose_model",
+    "choose_projector",
+    "hub_cache_dir",
+    "hub_endpoint",
+    "is_projector",
+    "license_files",
+    "list_repo",
+    "model_files",
+    "parse_ref",
+    "pull",
+    "quant_of",
+    "split_info",
+    "store_name",
+]
 
-DEFAULT_QUANT = "Q4_K_M"
 SOURCE = "hf"
-REVISION = "main"
-HUB_HOSTS = frozenset({HF_HOST, "huggingface.co", "www.huggingface.co"})
-_REPO_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
-# A quantization label in a file or folder name: Q4_K_M, IQ4_XS, Q8_0, TQ1_0, BF16, F16, UD-Q4_K_XL...
-_QUANT = re.compile(
-    r"(?<![A-Za-z0-9])((?:UD-)?(?:I?Q[1-8](?:_[A-Z0-9]{1,4})*|TQ[12]_0|MXFP4(?:_MOE)?|BF16|FP?16|FP?32|FP?64))"
-    r"(?![A-Za-z0-9])",
-    re.IGNORECASE,
-)
-_LICENSE = re.compile(r"licen[cs]e(?:[._-][A-Za-z0-9._-]*)?", re.IGNORECASE)
-_ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git object id or sha256
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-_API_TIMEOUT = 30.0
-_LINK_TRIES = 3  # fresh download links asked for when a CDN refuses an old one
-_RETRIES = 5  # attempts in a row that receive nothing, before a download gives up (it resumes next time)
-_PROGRESS_INTERVAL = 0.1  # seconds between progress reports while bytes flow
-
-
-@dataclass(frozen=True)
-class PullProgress:
-    """One step of a pull: what is happening, to which file, and how many of its bytes are done."""
-
-    status: str  # "pulling manifest", "downloading FILE", "verifying sha256", "success"...
-    file: str | None = None  # path in the repo
-    digest: str | None = None  # "sha256:<hex>" as the hub published it, when it did
-    completed: int | None = None  # bytes of `file` on disk so far
-    total: int | None = None  # bytes of `file` in all
-
-
-@dataclass(frozen=True)
-class HubRef:
-    """What a pull reference asks for: a repo, and a quantization or one file in it (or neither)."""
-
-    repo: str  # ORG/REPO
-    quant: str | None = None
-    file: str | None = None  # path of a .gguf in the repo
-
-
-@dataclass(frozen=True)
-class HubFile:
-    """One file of a repo as the hub lists it."""
-
-    path: str
-    size: int | None = None
-    sha256: str | None = None  # LFS files: the sha256 the hub published
-    blob_id: str | None = None  # git object id (the hash of small, non-LFS files)
-
-    @property
-    def digest(self) -> str | None:
-        """The published sha256 as `sha256:<hex>`, when there is one."""
-        return f"sha256:{self.sha256}" if self.sha256 else None
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """One loadable model in a repo: a GGUF file, or every part of a split one in order."""
-
-    parts: tuple[HubFile, ...]
-    quant: str | None  # as written in the file (or folder) name
-
-    @property
-    def label(self) -> str:
-        """The quantization, or the file name when the name carries none."""
-        return self.quant or self.parts[0].path
-
-
-# -- references and file names --------------------------------------------------------------------------
-
-
-def parse_ref(ref: str) -> HubRef:
-    """Parse `[hf.co/]ORG/REPO[:QUANT]` or `[hf.co/]ORG/REPO/FILE.gguf` (also huggingface.co, https://)."""
-    usage = (
-        "use hf.co/ORG/REPO[:QUANT] or ORG/REPO/FILE.gguf, e.g. hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M"
-    )
-    text = ref.strip() if isinstance(ref, str) else ""
-    if not text or len(text) > 1024 or "\\" in text or "\0" in text or "?" in text or "#" in text:
-        raise InvalidParameter(f"invalid model reference {ref!r}; {usage}")
-    text = re.sub(r"^https?://", "", text, flags=re.IGNORECASE)
-    host, _, rest = text.partition("/")
-    if host.lower() in HUB_HOSTS:
-        text = rest
-    segments = text.split("/")
-    if len(segments) < 2:
-        raise InvalidParameter(f"invalid model reference {ref!r}: no ORG/REPO in it; {usage}")
-    org, repo, *path = segments
-    quant = ""
-    if not path:
-        repo, sep, quant = repo.partition(":")
-        if sep and not _TAG.fullmatch(quant):
-            raise InvalidParameter(f"invalid quantization {quant!r} in {ref!r}; {usage}")
-    for part in (org, repo):
-        if not _REPO_PART.fullmatch(part) or "--" in part or ".." in part:
-            raise InvalidParameter(
-                f"invalid repository {org}/{repo!s} in {ref!r}: ORG and REPO use letters, digits, '.', '_' "
-                f"and '-' (no '--' or '..'); {usage}"
-            )
-    file = "/".join(path) or None
-    bad_path = any(p in ("", ".", "..") for p in path) or ":" in (file or "")
-    if file is not None and (bad_path or not file.lower().endswith(".gguf")):
-        raise InvalidParameter(f"invalid file {file!r} in {ref!r}: give the path of a .gguf; {usage}")
-    return HubRef(f"{org}/{repo}", quant if quant.lower() not in ("", "latest") else None, file)
-
-
-def is_projector(path: str) -> bool:
-    """Whether a GGUF is a multimodal projector (mmproj), which is never the model itself."""
-    return "mmproj" in PurePosixPath(path).name.lower()
-
-
-def _is_model_gguf(path: str) -> bool:
-    name = PurePosixPath(path).name.lower()
-    return name.endswith(".gguf") and not is_projector(path) and "imatrix" not in name
-
-
-def split_info(path: str) -> tuple[str, int, int] | None:
-    """(path without the part suffix, part number, part count) of a split GGUF part, else None."""
-    match = _SPLIT.search(path)
-    if match is None:
-        return None
-    return path[: match.start()], int(match.group(1)), int(match.group(2))
-
-
-def quant_of(path: str) -> str | None:
-    """The quantization a file's name (or else its folder's) names, as written there, or None."""
-    posix = PurePosixPath(path)
-    split = split_info(path)
-    stem = PurePosixPath(split[0]).name if split else posix.name[: -len(".gguf")]
-    for name in (stem, *(p for p in reversed(posix.parent.parts))):
-        found = _QUANT.findall(name)
-        if found:
-            return str(found[-1])
-    return None
-
-
-def model_files(files: Iterable[HubFile]) -> list[ModelFiles]:
-    """Group a repo's model GGUFs into loadable models (split parts together), sorted by path."""
-    groups: dict[str, list[HubFile]] = {}
-    for f in files:
-        if _is_model_gguf(f.path):
-            split = split_info(f.path)
-            groups.setdefault(f"{split[0]}\0{split[2]}" if split else f.path, []).append(f)
-    models = []
-    for key in sorted(groups):
-        parts = sorted(groups[key], key=lambda f: f.path)
-        models.append(ModelFiles(tuple(parts), quant_of(parts[0].path)))
-    return models
-
-
-def _known_quants(models: list[ModelFiles]) -> str:
-    return ", ".join(sorted({m.label for m in models}, key=str.lower))
-
-
-def choose_model(ref: HubRef, models: list[ModelFiles], endpoint: str) -> ModelFiles:
-    """The model a reference selects; errors list what the repo offers."""
-    where = f"{ref.repo} on {endpoint}"
-    if not models:
-        raise ModelNotFound(
-            f"{where} has no GGUF model file, so llama.cpp cannot run it; look for a GGUF version of the "
-            "model (repos named like ...-GGUF) and pull that"
-        )
-    if ref.file is not None:
-        for model in models:
-            if any(part.path == ref.file for part in model.parts):
-                return model
-        hint = "it is a projector (mmproj), not a model; " if is_projector(ref.file) else ""
-        files = ", ".join(m.parts[0].path for m in models)
-        raise ModelNotFound(f"no model file {ref.file!r} in {where}; {hint}its model files: {files}")
-    if ref.quant is not None:
-        wanted = ref.quant.upper()
-        matches = [m for m in models if m.quant is not None and m.quant.upper() == wanted]
-        if not matches:
-            example = next((m.quant for m in models if m.quant), None)
-            hint = f", e.g. candor pull {HF_HOST}/{ref.repo}:{example}" if example else ""
-            raise ModelNotFound(
-                f"{where} has no {ref.quant} GGUF; it has: {_known_quants(models)}. Pull one of those{hint}"
-            )
-    else:
-        matches = [m for m in models if m.quant is not None and m.quant.upper() == DEFAULT_QUANT]
-        if not matches and len(models) == 1:
-            matches = models
-        if not matches:
-            raise InvalidParameter(
-                f"{where} has several quantizations and no {DEFAULT_QUANT}: {_known_quants(models)}; "
-                f"choose one, e.g. candor pull {HF_HOST}/{ref.repo}:{models[0].label}"
-            )
-    if len(matches) > 1:
-        files = ", ".join(m.parts[0].path for m in matches)
-        raise InvalidParameter(
-            f"{where} has several {matches[0].label} models ({files}); name the file, e.g. "
-            f"candor pull {HF_HOST}/{ref.repo}/{matches[0].parts[0].path}"
-        )
-    return matches[0]
-
-
-def _check_complete(model: ModelFiles, repo: str) -> None:
-    split = split_info(model.parts[0].path)
-    if split is None:
-        return
-    numbers = [info[1] for p in model.parts if (info := split_info(p.path))]
-    if numbers != list(range(1, split[2] + 1)):
-        raise ModelNotFound(
-            f"{repo} lists parts {numbers} of the {split[2]}-part model {split[0]}; the repo is incomplete, "
-            "so it cannot be pulled"
-        )
-
-
-def choose_projector(files: Iterable[HubFile], model: ModelFiles) -> HubFile | None:
-    """The mmproj to fetch with a model: beside it (or at the top level), its own quant first, then F16."""
-    folder = str(PurePosixPath(model.parts[0].path).parent)
-    candidates = [
-        f
-        for f in files
-        if f.path.lower().endswith(".gguf")
-        and is_projector(f.path)
-        and str(PurePosixPath(f.path).parent) in (folder, ".")
-    ]
-    if not candidates:
-        return None
-    order = [q for q in (model.quant, "F16", "BF16", "F32", "Q8_0") if q]
-
-    def rank(f: HubFile) -> tuple[int, int, str]:
-        quant = (quant_of(f.path) or "").upper()
-        position = next((i for i, q in enumerate(order) if q.upper() == quant), len(order))
-        beside = 0 if str(PurePosixPath(f.path).parent) == folder else 1
-        return beside, position, f.path
-
-    return min(candidates, key=rank)
-
-
-def license_files(files: Iterable[HubFile]) -> list[HubFile]:
-    """Licence texts at the top level of a repo (LICENSE, LICENSE.md, LICENCE.txt...)."""
-    return sorted(
-        (f for f in files if "/" not in f.path and _LICENSE.fullmatch(f.path)), key=lambda f: f.path
-    )
-
-
-def store_name(repo: str, model: ModelFiles) -> str:
-    """`hf.co/ORG/REPO:QUANT` (or `:STEM` for a file whose name carries no quantization)."""
-    tag = model.quant
-    if tag is None:
-        first = model.parts[0].path
-        split = split_info(first)
-        stem = PurePosixPath(split[0] if split else first[: -len(".gguf")]).name
-        tag = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).lstrip(".-")[:128] or "model"
-    return str(parse_name(f"{HF_HOST}/{repo}:{tag}"))
-
-
-# -- the hub ---------------------------------------------------------------------------------------------
-
-
-def hub_endpoint() -> str:
-    """The hub to pull from: HF_ENDPOINT as set now, else huggingface_hub's default."""
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
-def hub_cache_dir() -> Path:
-    """huggingface_hub's cache folder, from HF_HUB_CACHE or HF_HOME as set now."""
-    env = os.environ
-    raw = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
-    if not raw and env.get("HF_HOME"):
-        raw = os.path.join(env["HF_HOME"], "hub")
-    return Path(os.path.expandvars(os.path.expanduser(raw or constants.HF_HUB_CACHE))).resolve()
-
-
-def _hub_error(exc: Exception, repo: str, endpoint: str, what: str) -> CandorError:
-    """Translate a huggingface_hub or network error into candor's, with the fix."""
-    access = (
-        f"{repo} is gated or private: accept its licence at {endpoint}/{repo} while logged in, create a "
-        "read token (https://huggingface.co/settings/tokens), set HF_TOKEN to it and pull again"
-    )
-    if isinstance(exc, GatedRepoError):
-        return DownloadError(access)
-    if isinstance(exc, RepositoryNotFoundError):
-        return ModelNotFound(
-            f"no model repository {repo!r} on {endpoint}; check ORG/REPO as the hub's URL spells it (if the "
-            "repo is private, set HF_TOKEN to a token that can read it)"
-        )
-    if isinstance(exc, (RevisionNotFoundError, RemoteEntryNotFoundError)):
-        return ModelNotFound(
-            f"{what} is not on {endpoint} (any more); pull again to see the repo as it is now"
-        )
-    if isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code
-        if status in (401, 403):
-            return DownloadError(access)
-        return DownloadError(f"{endpoint} answered HTTP {status} for {what}; try again later")
-    if isinstance(exc, OfflineModeIsEnabled):
-        return DownloadError("HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it and pull again")
-    if isinstance(exc, httpx2.TransportError):
-        source = (
-            "HF_ENDPOINT" if os.environ.get("HF_ENDPOINT") else "the default endpoint; HF_ENDPOINT changes it"
-        )
-        return DownloadError(
-            f"cannot reach {endpoint} ({source}) for {what}: {exc or type(exc).__name__}; check your network "
-            "connection and proxy settings (HTTPS_PROXY), then pull again: what was downloaded is kept and "
-            "resumed"
-        )
-    if isinstance(exc, OSError):
-        return DownloadError(
-            f"cannot write {what} to {hub_cache_dir()}: {exc.strerror or exc}; free disk space (or set "
-            "HF_HUB_CACHE to a larger disk) and pull again: the partial file is kept and resumed"
-        )
-    return DownloadError(f"pulling {what} from {endpoint} failed: {exc}")
-
-
-@contextmanager
-def _translated(repo: str, endpoint: str, what: str) -> Iterator[None]:
-    try:
-        yield
-    except CandorError:
-        raise
-    except (httpx2.HTTPError, OSError) as exc:
-        raise _hub_error(exc, repo, endpoint, what) from exc
-
-
-def list_repo(repo: str, endpoint: str) -> tuple[str, list[HubFile]]:
-    """The repo's current commit and files (with sizes and published hashes)."""
-    with _translated(repo, endpoint, f"the file list of {repo}"):
-        info = HfApi(endpoint=endpoint).model_info(repo, files_metadata=True, timeout=_API_TIMEOUT)
-    if not info.sha or not _COMMIT.fullmatch(info.sha):
-        raise DownloadError(
-            f"{endpoint} gave no valid commit id for {repo} ({info.sha!r}); check that HF_ENDPOINT points "
-            "at a Hugging Face Hub"
-        )
-    files = [
-        HubFile(
-            s.rfilename,
-            s.lfs.size if s.lfs else s.size,
-            s.lfs.sha256.lower() if s.lfs else None,
-            s.blob_id,
-        )
-        for s in info.siblings or ()
-    ]
-    return info.sha, files
-
-
-class _Reporter:
-    """Forward byte counts to the progress callback, at most every _PROGRESS_INTERVAL seconds."""
-
-    def __init__(self, progress: Callable[[PullProgress], None] | None) -> None:
-        self.progress = progress
-        self._last = 0.0
-
-    def status(self, status: str, file: HubFile | None = None, completed: int | None = None) -> None:
-        """Report a step (always delivered)."""
-        if self.progress is None:
-            return
-        if file is None:
-            self.progress(PullProgress(status))
-        else:
-            self.progress(PullProgress(status, file.path, file.digest, completed, file.size))
-
-    def bytes(self, file: HubFile, completed: int, *, force: bool = False) -> None:
-        """Report download progress (throttled unless forced)."""
-        now = time.monotonic()
-        if force or now - self._last >= _PROGRESS_INTERVAL:
-            self._last = now
-            self.status(f"downloading {file.path}", file, completed)
-
-
-def _link(blob: Path, pointer: Path) -> None:
-    """Point `snapshots/<commit>/<file>` at its blob, as huggingface_hub does (a copy where links fail)."""
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    if pointer.is_symlink() or pointer.exists():
-        pointer.unlink()
-    try:
-        os.symlink(os.path.relpath(blob, pointer.parent), pointer)
-    except FileExistsError:
-        if os.path.realpath(pointer) != os.path.realpath(blob):
-            raise
-    except OSError:
-        shutil.copyfile(blob, pointer)
-
-
-def _safe_repo_path(path: str) -> bool:
-    """Whether a path from the hub's listing stays inside a snapshot folder."""
-    parts = path.split("/")
-    return (
-        0 < len(path) <= 1024
-        and "\\" not in path
-        and "\0" not in path
-        and all(p not in ("", ".", "..") for p in parts)
-    )
-
-
-def _git_blob_sha1(path: Path) -> str:
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # git's object id
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class _Fetcher:
-    """Bring a repo's files at one commit into the HF cache, each checked against its published hash."""
-
-    def __init__(self, store: Store, repo: str, commit: str, endpoint: str, report: _Reporter) -> None:
-        self.store, self.repo, self.commit, self.endpoint, self.report = store, repo, commit, endpoint, report
-        self.cache = hub_cache_dir()
-        self.folder_name = "models--" + repo.replace("/", "--")
-        self.storage = self.cache / self.folder_name
-        self.snapshot = self.storage / "snapshots" / commit
-
-    def fetch(self, file: HubFile, *, gguf: bool) -> Path:
-        """The file's snapshot path, checked against the hub's hash (a bad cached copy is refetched)."""
-        if not _safe_repo_path(file.path):
-            raise DownloadError(
-                f"{self.endpoint} listed a file named {file.path!r} in {self.repo}, which cannot be a "
-                "path in the cache; check that HF_ENDPOINT is a Hugging Face Hub you trust"
-            )
-        pointer = self.snapshot / PurePosixPath(file.path)
-        cached = pointer.is_file()
-        with _translated(self.repo, self.endpoint, file.path):
-            if not cached:
-                self._download(file, pointer)
-            else:
-                self.report.status(f"using cached {file.path}", file, file.size)
-            problem = self._verify(file, pointer, gguf=gguf)
-            if problem and cached:
-                logger.warning(
-                    "%s in the Hugging Face cache is damaged (%s); downloading it again", pointer, problem
-                )
-                self._discard(pointer)
-                self._download(file, pointer)
-                problem = self._verify(file, pointer, gguf=gguf)
-        if problem:
-            self._discard(pointer)
-            raise IntegrityError(
-                f"{file.path} from {self.repo} does not match the hash the hub published ({problem}); the "
-                "damaged file was removed from the cache: pull again to download it afresh"
-            )
-        return pointer
-
-    def _download(self, file: HubFile, pointer: Path) -> None:
-        url = hf_hub_url(self.repo, file.path, revision=self.commit, endpoint=self.endpoint)
-        for attempt in range(1, _LINK_TRIES + 1):
-            headers = build_hf_headers(library_name="candor", library_version=__version__)
-            meta = get_hf_file_metadata(url, headers=headers, endpoint=self.endpoint, retry_on_errors=True)
-            etag = meta.etag or ""
-            if not _ETAG.fullmatch(etag):  # it becomes a file name: a hash, nothing else
-                raise DownloadError(
-                    f"{self.endpoint} sent no usable ETag for {file.path} ({etag!r}); check that HF_ENDPOINT "
-                    "is a Hugging Face Hub"
-                )
-            size = meta.size if meta.size is not None else file.size
-            location = meta.location
-            off_hub = urlsplit(location)[:2] != urlsplit(url)[:2]
-            if off_hub:
-                headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
-            blob = self.storage / "blobs" / etag
-            lock = self.cache / ".locks" / self.folder_name / f"{etag}.lock"
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            with WeakFileLock(lock):
-                if not blob.is_file():
-                    partial = blob.with_name(blob.name + ".incomplete")
-                    try:
-                        self._stream(location, headers, partial, file, size)
-                    except HfHubHTTPError as exc:
-                        # A signed CDN link expires: ask the hub for a fresh one and go on from where we are.
-                        if off_hub and exc.response.status_code in (401, 403) and attempt < _LINK_TRIES:
-                            logger.warning(
-                                "the download link of %s was refused; asking for a new one", file.path
-                            )
-                            continue
-                        raise
-                    os.replace(partial, blob)
-                else:
-                    self.report.bytes(file, blob.stat().st_size, force=True)
-                _link(blob, pointer)
-            break
-        refs = self.storage / "refs" / REVISION
-        refs.parent.mkdir(parents=True, exist_ok=True)
-        if not refs.is_file() or refs.read_text() != self.commit:
-            tmp = refs.with_name(f"{REVISION}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_text(self.commit)
-            os.replace(tmp, refs)
-
-    def _stream(
-        self, url: str, headers: dict[str, str], partial: Path, file: HubFile, size: int | None
-    ) -> None:
-        """GET into `partial`, resuming from what it holds; retry while bytes keep coming."""
-        idle = 0
-        while True:
-            have = partial.stat().st_size if partial.exists() else 0
-            if size is not None and have > size:
-                partial.unlink()
-                have = 0
-            if size is not None and have == size:
-                self.report.bytes(file, have, force=True)
-                return
-            request = {**headers, "Accept-Encoding": "identity"}
-            if have:
-                request["Range"] = f"bytes={have}-"
-            received = 0
-            try:
-                with http_stream_backoff(
-                    "GET",
-                    url,
-                    headers=request,
-                    timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
-                    retry_on_exceptions=(),
-                    retry_on_status_codes=(408, 429),
-                ) as response:
-                    hf_raise_for_status(response)
-                    if have and response.status_code != 206:
-                        have = 0  # the server ignored the range: start over
-                    self.report.bytes(file, have, force=True)
-                    with partial.open("ab" if have else "wb") as out:
-                        for chunk in response.iter_bytes():
-                            out.write(chunk)
-                            received += len(chunk)
-                            self.report.bytes(file, have + received)
-            except (httpx2.TransportError, httpx2.DecodingError) as exc:
-                if isinstance(exc, httpx2.ProxyError):
-                    raise
-                idle = 0 if received else idle + 1
-                if idle >= _RETRIES:
-                    raise
-                logger.warning("download of %s interrupted (%s); resuming", file.path, exc)
-                time.sleep(0 if received else min(8.0, 0.5 * 2**idle))
-                continue
-            if size is None:
-                self.report.bytes(file, have + received, force=True)
-                return
-            if not received:
-                idle += 1
-                if idle >= _RETRIES:
-                    raise DownloadError(
-                        f"{self.endpoint} stopped sending {file.path} at {have} of {size} bytes; pull again "
-                        "to resume"
-                    )
-
-    def _verify(self, file: HubFile, path: Path, *, gguf: bool) -> str | None:
-        """None when the content matches the published hash; else what differs."""
-        expected = file.sha256
-        if expected is None and gguf:
-            etag = Path(os.path.realpath(path)).name
-            expected = etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None
-        if expected is not None:
-            self.report.status("verifying sha256", file, file.size)
-            got = file_sha256(path, self.store.settings.cache_dir)
-            return None if got == expected else f"sha256 expected {expected}, got {got}"
-        if file.blob_id is not None:
-            got = _git_blob_sha1(path)
-            return None if got == file.blob_id else f"git object id expected {file.blob_id}, got {got}"
-        if gguf:
-            return "the hub published no sha256 for it"
-        return None
-
-    def _discard(self, pointer: Path) -> None:
-        """Remove a file's snapshot link and blob, so that the next pull downloads it again."""
-        blob = Path(os.path.realpath(pointer))
-        for path in {pointer, blob}:
-            with suppress(FileNotFoundError):
-                path.unlink()
-
-
-# -- pull ------------------------------------------------------------------------------------------------
 
 
 def pull(store: Store, ref: str, *, progress: Callable[[PullProgress], None] | None = None) -> StoreEntry:
@@ -633,16 +81,16 @@ def pull(store: Store, ref: str, *, progress: Callable[[PullProgress], None] | N
     """
     parsed = parse_ref(ref)
     endpoint = hub_endpoint()
-    report = _Reporter(progress)
+    report = Reporter(progress)
     report.status("pulling manifest")
     commit, files = list_repo(parsed.repo, endpoint)
     model = choose_model(parsed, model_files(files), endpoint)
-    _check_complete(model, parsed.repo)
+    check_complete(model, parsed.repo)
     name = store_name(parsed.repo, model)
     projector = choose_projector(files, model)
     licences = license_files(files)
 
-    fetcher = _Fetcher(store, parsed.repo, commit, endpoint, report)
+    fetcher = Fetcher(store, parsed.repo, commit, endpoint, report)
     parts = tuple(fetcher.fetch(f, gguf=True) for f in model.parts)
     mmproj = fetcher.fetch(projector, gguf=True) if projector else None
     license_paths = tuple(fetcher.fetch(f, gguf=False) for f in licences)

@@ -1,0 +1,69 @@
+"""The memory plan: what llama.cpp will allocate for a model and a context, computed before loading anything.
+
+Everything comes from the GGUF header (tensor sizes, layers, heads, head sizes, sliding windows, vocabulary)
+and from llama.cpp's own sizing rules, mirrored here with the file and function each one comes from
+(llama.cpp as vendored in llama-cpp-python 0.3.36). No constant is fitted to a particular model.
+
+Modules, each importing only those above it: parts (Part, MemoryPlan), shapes (the model's
+hyperparameters), kv (context sizes, KV caches), compute (ggml-alloc replayed over the graph), weights
+(tensors per device), memory (memory_plan, choose_gpu_layers).
+"""
+
+from candor.plan.compute import TENSOR_ALIGNMENT, GraphShape, compute_peak, graph_shape, replay
+from candor.plan.compute import _Graph as _Graph  # the replay's graph, for tests
+from candor.plan.compute import _View as _View
+from candor.plan.kv import (
+    CTX_PAD,
+    KV_TYPES,
+    NO_KV_ARCHS,
+    ContextSizes,
+    KVCache,
+    context_sizes,
+    kv_caches,
+    row_bytes,
+)
+from candor.plan.memory import DECIDED_BY, choose_gpu_layers, memory_plan
+from candor.plan.parts import MIB, MemoryPlan, Part
+from candor.plan.shapes import (
+    MAX_LAYERS,
+    RECURRENT_KEYS,
+    SWA_ARRAY_ONLY,
+    SWA_RULES,
+    Shapes,
+    SwaRule,
+    read_shapes,
+)
+from candor.plan.weights import INPUT_TENSORS, layer_of, repack_types, weight_parts
+
+__all__ = [
+    "CTX_PAD",
+    "DECIDED_BY",
+    "INPUT_TENSORS",
+    "KV_TYPES",
+    "MAX_LAYERS",
+    "MIB",
+    "NO_KV_ARCHS",
+    "RECURRENT_KEYS",
+    "SWA_ARRAY_ONLY",
+    "SWA_RULES",
+    "TENSOR_ALIGNMENT",
+    "ContextSizes",
+    "GraphShape",
+    "KVCache",
+    "MemoryPlan",
+    "Part",
+    "Shapes",
+    "SwaRule",
+    "choose_gpu_layers",
+    "compute_peak",
+    "context_sizes",
+    "graph_shape",
+    "kv_caches",
+    "layer_of",
+    "memory_plan",
+    "read_shapes",
+    "repack_types",
+    "replay",
+    "row_bytes",
+    "weight_parts",
+]
