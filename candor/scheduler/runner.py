@@ -6,8 +6,10 @@ this runner; the scheduler reports it to the requests that were on it and can lo
 
 from __future__ import annotations
 
+import select
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,12 @@ class Runner:
         self._outbox: list[Any] = []
         self._last_flush = 0.0
         self._started: set[int] = set()  # requests whose first chunk went out
+        # One poll object for the life of the runner: Connection.poll() builds a selector on every call.
+        self._pending: Callable[[], bool] = lambda: conn.poll(0)
+        if hasattr(select, "poll"):  # not on Windows
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            self._pending = lambda: bool(poller.poll(0))
         started = time.perf_counter()
         self.model = NativeModel(Path(config.path), gpu_layers=config.gpu_layers)
         ctx = min(config.ctx, self.model.n_ctx_train) if self.model.n_ctx_train > 0 else config.ctx
@@ -140,7 +148,7 @@ class Runner:
         while True:
             if not engine.busy:
                 self.flush(force=True)
-            if not engine.busy or conn.poll(0):
+            if not engine.busy or self._pending():
                 if not self.handle(conn.recv()):
                     return
                 continue
