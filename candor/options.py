@@ -45,7 +45,9 @@ def apply_options(base: SamplingParams, options: Mapping[str, Any]) -> SamplingP
     """
     changes: dict[str, Any] = {}
     for name, value in options.items():
-        if name == "stop":
+        if name == "grammar":
+            changes["grammar"] = value
+        elif name == "stop":
             changes["stop"] = (*changes.get("stop", ()), *([value] if isinstance(value, str) else value))
         elif name in SAMPLING_OPTIONS:
             field = SAMPLING_OPTIONS[name][0]

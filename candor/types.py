@@ -62,6 +62,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None  # None: until end of generation or the context is full
     ignore_eos: bool = False  # keep decoding past end-of-generation (benchmarks)
+    grammar: str | None = None  # GBNF that constrains decoding (structured output)
 
     def __post_init__(self) -> None:
         _check_range("temperature", self.temperature, 0.0, 100.0)
@@ -91,6 +92,8 @@ class SamplingParams:
         if not all(isinstance(s, str) and s for s in stops):
             raise InvalidParameter(f"stop must be a list of non-empty strings; got {self.stop!r}")
         object.__setattr__(self, "stop", stops)
+        if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar.strip()):
+            raise InvalidParameter("grammar must be non-empty GBNF text")
 
     @property
     def greedy(self) -> bool:

@@ -125,8 +125,7 @@ class BatchEngine:
 
     def step(self) -> list[EngineEvent]:
         """Admit waiting requests, decode one batch, sample every slot that has logits."""
-        events: list[EngineEvent] = []
-        self._admit()
+        events: list[EngineEvent] = self._admit()
         if not self._fill_batch():
             return events
         status = self.context.decode()
@@ -142,20 +141,27 @@ class BatchEngine:
             events.extend(self._sample(slot))
         return events
 
-    def _admit(self) -> None:
+    def _admit(self) -> list[EngineEvent]:
+        refused: list[EngineEvent] = []
         while self.waiting:
             idle = [s for s in self.slots if not s.active]
             if not idle:
-                return
+                break
             request = self.waiting.popleft()
+            try:
+                sampler = SamplerChain(request.params, self.model.n_vocab, self.model.vocab)
+            except CandorError as exc:  # e.g. a grammar that does not parse: this request only
+                refused.append(EngineEvent(request.id, error=exc))
+                continue
             # The idle slot whose KV shares the longest prefix with this prompt; else the least recently used.
             slot = max(idle, key=lambda s: (common_prefix(s.held, request.prompt), -s.last_used))
             keep = self._reuse(slot, request.prompt)
             slot.request = request
             slot.fed = keep
             slot.next_token = None
-            slot.sampler = SamplerChain(request.params, self.model.n_vocab)
+            slot.sampler = sampler
             slot.out = TextOut(self.model, request.params, request.extra_stop)
+        return refused
 
     def _reuse(self, slot: _Slot, prompt: Sequence[int]) -> int:
         keep = min(common_prefix(slot.held, prompt), len(prompt) - 1)

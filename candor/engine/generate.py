@@ -75,7 +75,7 @@ class SequenceRunner:
         if not prompt:
             raise InvalidParameter("the prompt is empty; give at least one token of text")
         self.check_fits(prompt)
-        sampler = SamplerChain(params, self.model.n_vocab)
+        sampler = SamplerChain(params, self.model.n_vocab, self.model.vocab)
         out = TextOut(self.model, params, extra_stop)
         n_ctx = self.context.n_ctx
         try:

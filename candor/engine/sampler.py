@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import llama_cpp
 
 from candor.engine.context import NativeContext
+from candor.engine.grammar import GrammarGate
+from candor.errors import InvalidParameter
 from candor.types import SamplingParams
 
 
 class SamplerChain:
     """One `llama_sampler` chain for one generation; it remembers accepted tokens (penalties)."""
 
-    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+    def __init__(self, params: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
+        self._gate: GrammarGate | None = None
+        if params.grammar is not None:
+            if vocab is None:
+                raise InvalidParameter("a grammar needs the model's vocabulary")
+            self._gate = GrammarGate(vocab, params.grammar, n_vocab)
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self._chain: int | None = llama_cpp.llama_sampler_chain_init(chain_params)
@@ -53,10 +61,21 @@ class SamplerChain:
     def sample(self, context: NativeContext, output_index: int) -> int:
         """Choose the next token from output row `output_index` of the last decode, and accept it."""
         # llama_sampler_sample also calls accept() on the chain.
-        return int(llama_cpp.llama_sampler_sample(self._chain, context.handle, output_index))
+        token = int(llama_cpp.llama_sampler_sample(self._chain, context.handle, output_index))
+        gate = self._gate
+        if gate is None:
+            return token
+        if not gate.allows(token):
+            assert self._chain is not None
+            token = gate.resample(self._chain, context.logits(output_index))
+        gate.accept(token)
+        return token
 
     def close(self) -> None:
         """Free the chain and its stages (idempotent)."""
+        if self._gate is not None:
+            self._gate.close()
+            self._gate = None
         if self._chain is not None:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None

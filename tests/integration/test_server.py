@@ -223,3 +223,59 @@ def test_a_taken_port_is_a_clear_error(server: str) -> None:
     )
     assert result.returncode == 1
     assert "is taken by another candor" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_structured_output_with_both_clients(server: str) -> None:
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
+    for seed in range(3):
+        parsed = client.beta.chat.completions.parse(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Give me a person as JSON."}],
+            response_format=Person,
+            max_tokens=80,
+            seed=seed,
+        )
+        choice = parsed.choices[0]
+        assert choice.finish_reason == "stop"
+        assert isinstance(choice.message.parsed, Person)
+    loose = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "JSON please"}],
+        response_format={"type": "json_object"},
+        max_tokens=60,
+        seed=1,
+    )
+    if loose.choices[0].finish_reason == "stop":
+        json.loads(loose.choices[0].message.content or "")
+    cut = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "JSON please"}],
+        response_format={"type": "json_object"},
+        max_tokens=2,
+    )
+    assert cut.choices[0].finish_reason == "length"
+
+    ollama_client = ollama.Client(host=server)
+    answer = ollama_client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "A person, as JSON."}],
+        format=Person.model_json_schema(),
+        options={"num_predict": 80, "seed": 2},
+    )
+    assert answer.done_reason == "stop"
+    Person.model_validate_json(answer.message.content or "")
+    refused = httpx.post(
+        server + "/api/chat",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "x"}],
+            "format": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}},
+        },
+    )
+    assert refused.status_code == 400 and "minimum" in refused.json()["error"]

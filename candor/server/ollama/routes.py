@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from candor import __version__
+from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.scheduler import RequestHandle, Scheduler
 from candor.server.ollama import convert
@@ -39,13 +40,22 @@ def scheduler_of(request: Request) -> Scheduler:
     return sched
 
 
-def _refuse_unsupported(images: list[str] | None, fmt: Any, think: Any, tools: Any = None) -> None:
+def with_format(options: dict[str, Any], fmt: Any) -> dict[str, Any]:
+    """Ollama's `format` ("json" or a JSON schema) as a grammar option."""
+    if fmt in (None, ""):
+        return options
+    if fmt == "json":
+        return {**options, "grammar": json_grammar()}
+    if isinstance(fmt, dict):
+        return {**options, "grammar": schema_grammar(fmt)}
+    raise InvalidParameter('format must be "json" or a JSON schema object')
+
+
+def _refuse_unsupported(images: list[str] | None, think: Any, tools: Any = None) -> None:
     if images:
         raise InvalidParameter(
             "vision is not supported yet: candor does not run image inputs; send text only"
         )
-    if fmt not in (None, ""):
-        raise InvalidParameter("structured output (`format`) is not supported yet by candor; omit `format`")
     if think not in (None, False):
         raise InvalidParameter("this model cannot think (`think` is not supported yet); omit `think`")
     if tools:
@@ -97,17 +107,18 @@ async def version() -> dict[str, str]:
 @router.post("/api/generate", response_model=None)
 async def generate(body: GenerateRequest, request: Request) -> Response | dict[str, Any]:
     """Complete a prompt (the chat template applies unless `raw`)."""
-    _refuse_unsupported(body.images, body.format, body.think)
+    _refuse_unsupported(body.images, body.think)
+    options = with_format(body.options, body.format)
     keep_alive = keep_alive_seconds(body.keep_alive)
     if not body.prompt and not body.system:
         return _load_only(request, body.model, keep_alive, chat=False)
     sched = scheduler_of(request)
     ctx = context_option(body.options)
     if body.raw:
-        handle = sched.generate(body.model, body.prompt, options=body.options, keep_alive=keep_alive, ctx=ctx)
+        handle = sched.generate(body.model, body.prompt, options=options, keep_alive=keep_alive, ctx=ctx)
     else:
         messages = ([Message("system", body.system)] if body.system else []) + [Message("user", body.prompt)]
-        handle = sched.chat(body.model, messages, options=body.options, keep_alive=keep_alive, ctx=ctx)
+        handle = sched.chat(body.model, messages, options=options, keep_alive=keep_alive, ctx=ctx)
     if body.stream:
         return StreamingResponse(
             _ndjson(handle, lambda c: convert.generate_chunk(body.model, c)), media_type=NDJSON
@@ -123,15 +134,14 @@ def _whole(text: str, last: Chunk) -> Chunk:
 @router.post("/api/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]:
     """Answer a conversation."""
-    _refuse_unsupported(
-        [i for m in body.messages for i in (m.images or [])], body.format, body.think, body.tools
-    )
+    _refuse_unsupported([i for m in body.messages for i in (m.images or [])], body.think, body.tools)
+    options = with_format(body.options, body.format)
     keep_alive = keep_alive_seconds(body.keep_alive)
     if not body.messages:
         return _load_only(request, body.model, keep_alive, chat=True)
     messages = [Message.coerce({"role": m.role, "content": m.content or ""}) for m in body.messages]
     handle = scheduler_of(request).chat(
-        body.model, messages, options=body.options, keep_alive=keep_alive, ctx=context_option(body.options)
+        body.model, messages, options=options, keep_alive=keep_alive, ctx=context_option(body.options)
     )
     if body.stream:
         return StreamingResponse(

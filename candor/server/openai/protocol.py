@@ -39,6 +39,7 @@ class _Sampling(_Request):
     repeat_penalty: float | None = Field(default=None, ge=0)
     ignore_eos: bool = False
     response_format: dict[str, Any] | None = None
+    grammar: str | None = None  # llama-server's GBNF extension
     tools: list[Any] | None = None
     logprobs: bool | int | None = None
 

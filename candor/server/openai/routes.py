@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.scheduler import RequestHandle, Scheduler
 from candor.server.openai import convert
@@ -33,8 +34,6 @@ def scheduler_of(request: Request) -> Scheduler:
 
 def options_of(body: _Sampling) -> dict[str, Any]:
     """OpenAI (and llama-server) fields -> Ollama-named options."""
-    if body.response_format and body.response_format.get("type") not in (None, "text"):
-        raise InvalidParameter("response_format is not supported yet by candor; omit it")
     if body.tools:
         raise InvalidParameter("tool calling is not supported yet by candor; omit `tools`")
     if body.logprobs:
@@ -54,7 +53,26 @@ def options_of(body: _Sampling) -> dict[str, Any]:
     options: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
     if body.stop:
         options["stop"] = [body.stop] if isinstance(body.stop, str) else list(body.stop)
+    grammar = response_grammar(body.response_format) or body.grammar
+    if grammar:
+        options["grammar"] = grammar
     return options
+
+
+def response_grammar(response_format: dict[str, Any] | None) -> str | None:
+    """OpenAI's response_format as a grammar: json_object, or json_schema with its schema."""
+    if not response_format or response_format.get("type") in (None, "text"):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return json_grammar()
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidParameter("response_format.json_schema.schema must be a JSON schema object")
+        return schema_grammar(schema)
+    raise InvalidParameter(f"response_format type {kind!r} is not one of text, json_object, json_schema")
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:

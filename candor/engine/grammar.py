@@ -1,0 +1,172 @@
+"""Constrained decoding: JSON schemas -> GBNF grammars (llama.cpp's converter), and sampling under one.
+
+Sampling follows llama.cpp's common sampler: sample with the ordinary chain, check that one token against
+the grammar, and only when it is rejected filter the whole vocabulary by the grammar and sample again.
+Most tokens pass the check, so a grammar costs little.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import llama_cpp
+import numpy as np
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+from candor.errors import InvalidParameter
+
+# What llama.cpp's JSON-schema converter enforces, and keywords that only describe (safe to ignore).
+ENFORCED = frozenset(
+    {
+        "$ref",
+        "additionalProperties",
+        "allOf",
+        "anyOf",
+        "const",
+        "enum",
+        "format",
+        "items",
+        "maxItems",
+        "maxLength",
+        "minItems",
+        "minLength",
+        "oneOf",
+        "pattern",
+        "prefixItems",
+        "properties",
+        "required",
+        "type",
+        "$defs",
+        "definitions",
+    }
+)
+DESCRIPTIVE = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "readOnly",
+        "writeOnly",
+        "deprecated",
+        "strict",
+    }
+)
+_NEG_INF = float("-inf")
+SHORTLIST = 128  # tokens tried first when the chain's pick breaks the grammar
+
+
+def _keywords(schema: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every (where, keyword) of a schema, walking its subschemas."""
+    if isinstance(schema, list):
+        for i, item in enumerate(schema):
+            yield from _keywords(item, f"{path}[{i}]")
+        return
+    if not isinstance(schema, Mapping):
+        return
+    for key, value in schema.items():
+        yield path or "/", str(key)
+        if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
+            for name, sub in value.items():
+                yield from _keywords(sub, f"{path}/{key}/{name}")
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems"):
+            yield from _keywords(value, f"{path}/{key}")
+
+
+def schema_grammar(schema: Any) -> str:
+    """A JSON schema -> GBNF; keywords the converter would not enforce are refused, by name."""
+    if not isinstance(schema, Mapping):
+        raise InvalidParameter("a JSON schema must be an object")
+    unenforced = sorted(
+        {
+            f"{key} (at {where})"
+            for where, key in _keywords(schema)
+            if key not in ENFORCED and key not in DESCRIPTIVE
+        }
+    )
+    if unenforced:
+        raise InvalidParameter(
+            "these JSON-schema keywords would not be enforced while decoding, so candor refuses them rather "
+            f"than ignore them: {', '.join(unenforced)}"
+        )
+    try:
+        return str(json_schema_to_gbnf(json.dumps(schema)))
+    except (ValueError, KeyError, TypeError, RecursionError, AssertionError) as exc:
+        raise InvalidParameter(f"the JSON schema cannot be turned into a grammar: {exc}") from None
+
+
+def json_grammar() -> str:
+    """Any JSON value (Ollama's format "json", OpenAI's json_object)."""
+    return str(JSON_GBNF)
+
+
+class GrammarGate:
+    """A grammar sampler beside a normal chain: checks the chain's pick, resamples only when rejected."""
+
+    def __init__(self, vocab: Any, grammar: str, n_vocab: int) -> None:
+        handle = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        if not handle:
+            raise InvalidParameter("the grammar does not parse (GBNF with a 'root' rule is expected)")
+        self._grammar: int | None = handle
+        self._n_vocab = n_vocab
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._one_array = llama_cpp.llama_token_data_array(self._one, 1, -1, False)
+        self._all = (llama_cpp.llama_token_data * n_vocab)()
+        self._all_view = np.ctypeslib.as_array(self._all)  # structured view: id, logit, p
+
+    def allows(self, token: int) -> bool:
+        """Whether the grammar accepts `token` next."""
+        item: Any = self._one[0]
+        item.id, item.logit, item.p = token, 1.0, 0.0
+        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
+        return bool(self._one[0].logit != _NEG_INF)
+
+    def resample(self, chain: int, logits: Any) -> int:
+        """The chain's pick broke the grammar: choose again among the tokens the grammar allows.
+
+        Checking the grammar against all 262k tokens of a large vocabulary takes tens of milliseconds, so
+        the best SHORTLIST tokens by logit are tried first; the whole vocabulary only when none fits.
+        """
+        row = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        best = (
+            np.argpartition(row, -SHORTLIST)[-SHORTLIST:]
+            if self._n_vocab > SHORTLIST
+            else np.arange(self._n_vocab)
+        )
+        token = self._choose(chain, best.astype(np.int32), row[best])
+        if token is not None:
+            return token
+        token = self._choose(chain, np.arange(self._n_vocab, dtype=np.int32), row)
+        if token is None:
+            raise InvalidParameter("the grammar allows no token here; check the schema or grammar")
+        return token
+
+    def _choose(self, chain: int, ids: Any, values: Any) -> int | None:
+        n = len(ids)
+        view = self._all_view[:n]
+        view["id"] = ids
+        view["logit"] = values
+        view["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(self._all, n, -1, False)
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(array))
+        if not np.isfinite(self._all_view["logit"][: array.size]).any():
+            return None
+        llama_cpp.llama_sampler_apply(chain, ctypes.byref(array))
+        return int(self._all[array.selected].id)
+
+    def accept(self, token: int) -> None:
+        """Advance the grammar past `token`."""
+        llama_cpp.llama_sampler_accept(self._grammar, token)
+
+    def close(self) -> None:
+        """Free the grammar sampler."""
+        if self._grammar is not None:
+            llama_cpp.llama_sampler_free(self._grammar)
+            self._grammar = None
