@@ -10,10 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from candor import __version__
 from candor.errors import CandorError
 from candor.scheduler import Scheduler, SchedulerConfig
-from candor.server.errors import candor_error_handler, validation_error_handler
+from candor.server.errors import body_too_large_handler, candor_error_handler, validation_error_handler
 from candor.server.ollama.routes import router as ollama_router
+from candor.server.ollama.store_routes import router as ollama_store_router
 from candor.server.openai.routes import router as openai_router
-from candor.server.security import Guard, machine_names
+from candor.server.ops import router as ops_router
+from candor.server.security import BodyTooLarge, Guard, machine_names
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class ServerSettings:
     api_key: str | None = None
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 32 << 20  # a request body larger than this is a 413
 
     @property
     def loopback_only(self) -> bool:
@@ -40,8 +43,11 @@ def create_app(settings: ServerSettings | None = None, scheduler: Scheduler | No
     app.state.settings = server
     app.add_exception_handler(CandorError, candor_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(BodyTooLarge, body_too_large_handler)
     app.include_router(ollama_router)
+    app.include_router(ollama_store_router)
     app.include_router(openai_router)
+    app.include_router(ops_router)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -59,3 +59,8 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
         f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in exc.errors()
     )
     return error_response(request, 400, f"invalid request: {details}", "invalid_request")
+
+
+async def body_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A chunked request body went past the server's cap."""
+    return error_response(request, 413, f"the request body is too large ({exc})", "body_too_large")

@@ -8,7 +8,7 @@ import ipaddress
 import json
 import socket
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from candor.server.errors import OPENAI_TYPES
 
@@ -44,8 +44,15 @@ class Guard:
     """ASGI middleware: Host allow-list and Bearer key, before any route runs."""
 
     def __init__(
-        self, app: ASGIApp, *, allowed_hosts: set[str], loopback_only: bool, api_key: str | None
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: set[str],
+        loopback_only: bool,
+        api_key: str | None,
+        max_body_bytes: int = 32 << 20,
     ) -> None:
+        self.max_body_bytes = max_body_bytes
         self.app = app
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.loopback_only = loopback_only
@@ -78,7 +85,31 @@ class Guard:
             if not hmac.compare_digest(token, self.api_key):
                 await _refuse(scope, send, 401, "missing or wrong API key; send 'Authorization: Bearer KEY'")
                 return
-        await self.app(scope, receive, send)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            await _refuse(scope, send, 413, f"the request body is larger than {self.max_body_bytes} bytes")
+            return
+        await self.app(scope, self._capped(receive), send)
+
+    def _capped(self, receive: Receive) -> Receive:
+        """Count body bytes as they arrive (chunked uploads have no Content-Length)."""
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return capped
+
+
+class BodyTooLarge(Exception):
+    """A chunked body went past the cap."""
 
 
 async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
