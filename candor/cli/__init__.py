@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from candor import __version__
-from candor.cli import bench, doctor, import_ollama, licenses, models, plan, pull, run, serve, show
+from candor.cli import bench, doctor, import_ollama, licenses, models, plan, ps, pull, run, serve, show
 from candor.errors import CandorError
 
-COMMANDS = (run, serve, pull, show, models, import_ollama, licenses, plan, bench, doctor)
+COMMANDS = (run, serve, ps, pull, show, models, import_ollama, licenses, plan, bench, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

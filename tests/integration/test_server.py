@@ -279,3 +279,29 @@ def test_structured_output_with_both_clients(server: str) -> None:
         },
     )
     assert refused.status_code == 400 and "minimum" in refused.json()["error"]
+
+
+def test_candor_ps_and_stop_use_the_running_server(server: str) -> None:
+    env = {**os.environ, "CANDOR_HOST": server.removeprefix("http://")}
+    httpx.post(
+        server + "/api/generate",
+        json={"model": MODEL, "prompt": "Hi", "options": {"num_predict": 1}},
+        timeout=60,
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "candor", "ps"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert listed.returncode == 0 and MODEL in listed.stdout
+    stopped = subprocess.run(
+        [sys.executable, "-m", "candor", "stop", MODEL], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert httpx.get(server + "/api/ps").json()["models"] == []
+    nobody = subprocess.run(
+        [sys.executable, "-m", "candor", "ps"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CANDOR_HOST": f"127.0.0.1:{free_port()}"},
+    )
+    assert nobody.returncode == 1 and "no candor server is running" in nobody.stderr
