@@ -229,6 +229,15 @@ class Scheduler:
         self._unload(loaded, evicted=False)
         return True
 
+    def unload_name(self, name: str) -> bool:
+        """Unload whatever is loaded under exactly this name (used after the name was removed)."""
+        with self._lock:
+            loaded = self._models.get(name)
+        if loaded is None:
+            return False
+        self._unload(loaded, evicted=False)
+        return True
+
     def _unload(self, loaded: LoadedModel, *, evicted: bool) -> None:
         with self._lock:
             if self._models.get(loaded.name) is loaded:

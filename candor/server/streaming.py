@@ -23,6 +23,15 @@ async def chunks_of(handle: RequestHandle) -> AsyncIterator[Chunk]:
     try:
         while True:
             item = await queue.get()
+            # Chunks that arrived together leave as one: fewer events to encode and send, which matters
+            # when this process shares its cores with llama.cpp's threads.
+            while isinstance(item, Chunk) and item.finish_reason is None and not queue.empty():
+                following = queue.get_nowait()
+                if not isinstance(following, Chunk):
+                    yield item
+                    item = following
+                    break
+                item = merged(item, following)
             if isinstance(item, CandorError):
                 finished = True
                 raise item
@@ -35,6 +44,17 @@ async def chunks_of(handle: RequestHandle) -> AsyncIterator[Chunk]:
     finally:
         if not finished:
             handle.cancel()  # the client went away: free the slot now
+
+
+def merged(first: Chunk, second: Chunk) -> Chunk:
+    """Two consecutive chunks as one (the second's finish reason, usage and timings)."""
+    return Chunk(
+        first.text + second.text,
+        first.tokens + second.tokens,
+        second.finish_reason,
+        second.usage,
+        second.timings,
+    )
 
 
 async def collect(handle: RequestHandle) -> tuple[str, Chunk]:

@@ -263,8 +263,10 @@ async def ps(request: Request) -> dict[str, Any]:
 
 @router.delete("/api/delete")
 async def delete(body: ModelRequest, request: Request) -> JSONResponse:
-    """Remove a name from the store."""
-    scheduler_of(request).store.remove(body.target())
+    """Remove a name from the store (and unload it, if loaded under that name)."""
+    sched = scheduler_of(request)
+    removed = sched.store.remove(body.target())
+    sched.unload_name(removed.entry.name)
     return JSONResponse({})
 
 
