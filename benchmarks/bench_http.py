@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""`candor serve` against llama-server over HTTP, same model, threads, slots and context, alternating.
+
+Uses the team's client scripts (shared/bench/load.py: concurrent streaming clients, tokens counted from
+`usage`; shared/bench/prefix_ttft.py: a second chat turn over a ~1,000-token history). Both servers are
+warmed with one request first (llama-server loads its model at start; candor on first use).
+
+    python benchmarks/bench_http.py [--runs 3] [--llama-tools DIR] [--shared-bench ../shared/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from candor.benchmark import find_llama_tools, spread
+from candor.store import Store
+
+SLOTS = 8
+CTX = 4096
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, path: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"{url} did not start")
+
+
+def client(script: Path, *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, str(script), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def measure(url: str, model: str, bench: Path) -> dict[str, float]:
+    """1 stream, 8 streams, and the prefix TTFT ratio, after one warm-up request."""
+    httpx.post(url + "/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 4}, timeout=300)
+    one = json.loads(
+        client(bench / "load.py", url, model, "--clients", "1", "--requests", "3").splitlines()[-1]
+    )
+    eight = json.loads(
+        client(bench / "load.py", url, model, "--clients", "8", "--requests", "16").splitlines()[-1]
+    )
+    ratio = client(bench / "prefix_ttft.py", url, model)
+    found = re.search(r"ratio: ([0-9.]+) \(cold ([0-9.]+)s, warm ([0-9.]+)s\)", ratio)
+    assert found, ratio
+    return {
+        "one": one["tokens_per_s"],
+        "eight": eight["tokens_per_s"],
+        "ttft8": eight["ttft_median_s"],
+        "errors": one["errors"] + eight["errors"],
+        "warm": float(found.group(3)),
+        "cold": float(found.group(2)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--llama-tools")
+    parser.add_argument(
+        "--shared-bench", default=str(Path(__file__).resolve().parents[2] / "shared" / "bench")
+    )
+    args = parser.parse_args()
+    tools = find_llama_tools(args.llama_tools)
+    bench = Path(args.shared_bench)
+    if tools is None or not (bench / "load.py").is_file():
+        raise SystemExit(
+            "need llama.cpp's tools (--llama-tools) and the shared client scripts (--shared-bench)"
+        )
+    model_path = Path(Store().builtin_entry().path)
+    rows: dict[str, list[dict[str, float]]] = {"llama": [], "candor": []}
+    env = {**os.environ, "CANDOR_THREADS": str(args.threads), "CANDOR_CTX": str(CTX)}
+    for run in range(args.runs):
+        for who in ["llama", "candor"] if run % 2 == 0 else ["candor", "llama"]:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            if who == "llama":
+                cmd = [
+                    str(tools / "llama-server"),
+                    "-m",
+                    str(model_path),
+                    "-t",
+                    str(args.threads),
+                    "-c",
+                    str(CTX * SLOTS),
+                    "-np",
+                    str(SLOTS),
+                    "--port",
+                    str(port),
+                    "--host",
+                    "127.0.0.1",
+                ]
+                ready, model = "/health", "gemma"
+            else:
+                code = (
+                    "import uvicorn\nfrom candor.scheduler import Scheduler, SchedulerConfig\n"
+                    "from candor.server.app import create_app\n"
+                    f"c = SchedulerConfig(parallel={SLOTS}, allow_paths=False, keep_alive=-1)\n"
+                    "app = create_app(scheduler=Scheduler(config=c))\n"
+                    f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning')\n"
+                )
+                cmd = [sys.executable, "-c", code]
+                ready, model = "/", "gemma-3-270m:Q4_K_M"
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_ready(url, ready)
+                rows[who].append(measure(url, model, bench))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            print(f"run {run + 1} {who}: {rows[who][-1]}", file=sys.stderr)
+
+    def col(who: str, key: str) -> list[float]:
+        return [r[key] for r in rows[who]]
+
+    pairs = lambda key: [c / ll for c, ll in zip(col("candor", key), col("llama", key), strict=True)]  # noqa: E731
+    print(f"{model_path.name}, {args.threads} threads, {SLOTS} slots, {args.runs} alternating runs over HTTP")
+    print(
+        f"1 stream   t/s: llama-server {spread(col('llama', 'one'))}  candor {spread(col('candor', 'one'))}"
+        f"  ratio {spread(pairs('one'))}"
+    )
+    print(
+        f"8 streams  t/s: llama-server {spread(col('llama', 'eight'))}"
+        f"  candor {spread(col('candor', 'eight'))}"
+        f"  ratio {spread(pairs('eight'))}"
+    )
+    print(
+        f"8 streams median TTFT s: llama-server {spread(col('llama', 'ttft8'))}  "
+        f"candor {spread(col('candor', 'ttft8'))}"
+    )
+    print(
+        f"second-turn TTFT s: llama-server {spread(col('llama', 'warm'))}"
+        f"  candor {spread(col('candor', 'warm'))}"
+    )
+    print(
+        f"errors: llama-server {sum(col('llama', 'errors')):.0f}, candor {sum(col('candor', 'errors')):.0f}"
+    )
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
