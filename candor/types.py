@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -19,11 +20,22 @@ class FinishReason(str, Enum):
 
 
 @dataclass(frozen=True)
+class ToolCallRequest:
+    """A function call an assistant message made (arguments already parsed)."""
+
+    name: str
+    arguments: Mapping[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
 class Message:
-    """One chat turn."""
+    """One chat turn. Assistant turns may carry tool calls; tool turns name the tool they answer."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    name: str | None = None  # for role "tool": which tool produced this content
 
     @classmethod
     def coerce(cls, value: Message | Mapping[str, Any]) -> Message:
@@ -35,7 +47,31 @@ class Message:
         content = value.get("content") or ""
         if not isinstance(content, str):
             raise InvalidParameter(f"message content must be a string; got {type(content).__name__}")
-        return cls(role=value["role"], content=content)
+        calls = tuple(_tool_call(c) for c in value.get("tool_calls") or ())
+        name = value.get("tool_name") or value.get("name")
+        return cls(
+            role=value["role"],
+            content=content,
+            tool_calls=calls,
+            name=name if isinstance(name, str) else None,
+        )
+
+
+def _tool_call(raw: Any) -> ToolCallRequest:
+    """OpenAI's {"id", "function": {"name", "arguments": "<json>"}} or Ollama's {"function": {..., {}}}."""
+    function = raw.get("function", raw) if isinstance(raw, Mapping) else None
+    if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+        raise InvalidParameter(f"a tool call needs a function name; got {raw!r}")
+    arguments = function.get("arguments") or {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            raise InvalidParameter(f"tool call arguments are not JSON: {arguments[:80]!r}") from None
+    if not isinstance(arguments, Mapping):
+        raise InvalidParameter("tool call arguments must be a JSON object")
+    ident = raw.get("id") if isinstance(raw, Mapping) else None
+    return ToolCallRequest(function["name"], dict(arguments), ident if isinstance(ident, str) else None)
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

@@ -94,7 +94,7 @@ def choose_chat_format(
     return _fallback(row, f"the model has no chat template; {evidence}")
 
 
-def _message_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
+def _message_dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
     if not messages:
         raise InvalidParameter("a chat needs at least one message")
     result = []
@@ -102,7 +102,15 @@ def _message_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
         message = Message.coerce(message)
         if message.role not in ROLES:
             raise InvalidParameter(f"unknown message role {message.role!r}; use one of: {', '.join(ROLES)}")
-        result.append({"role": message.role, "content": message.content})
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:  # the shape Hugging Face templates read: tool_call.function.name/arguments
+            item["tool_calls"] = [
+                {"type": "function", "id": c.id, "function": {"name": c.name, "arguments": dict(c.arguments)}}
+                for c in message.tool_calls
+            ]
+        if message.name:
+            item["name"] = message.name
+        result.append(item)
     return result
 
 
