@@ -351,6 +351,8 @@ class Scheduler:
         options: Mapping[str, Any] | None = None,
         keep_alive: float | None = None,
         ctx: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> RequestHandle:
         """Answer a conversation through the model's chat template (or its disclosed fallback)."""
         loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
@@ -363,6 +365,8 @@ class Scheduler:
             turns,
             bos_token=loaded.runner.ready.bos_text,
             eos_token=loaded.runner.ready.eos_text,
+            tools=tools,
+            variables=variables,
         )
         sampling = self._params(loaded, params, options or {})
         self._admit(loaded)

@@ -306,3 +306,71 @@ def test_candor_ps_and_stop_use_the_running_server(server: str) -> None:
         env={**os.environ, "CANDOR_HOST": f"127.0.0.1:{free_port()}"},
     )
     assert nobody.returncode == 1 and "no candor server is running" in nobody.stderr
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_a_forced_tool_call_round_trip_with_the_openai_client(server: str) -> None:
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
+    messages: list[dict[str, object]] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(
+        model=MODEL, messages=messages, tools=[WEATHER_TOOL], tool_choice="required", max_tokens=60, seed=1
+    )
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls or []
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    arguments = json.loads(call.function.arguments)
+    assert isinstance(arguments["city"], str)
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "18 degrees and sunny"},
+    ]
+    answer = client.chat.completions.create(
+        model=MODEL, messages=messages, tools=[WEATHER_TOOL], tool_choice="none", max_tokens=20, seed=1
+    )
+    assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
+    streamed = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather in Rome?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=60,
+        stream=True,
+    )
+    deltas = [c.choices[0].delta for c in streamed if c.choices]
+    calls = [tc for d in deltas for tc in (d.tool_calls or [])]
+    assert calls and calls[0].function is not None and calls[0].function.name == "get_weather"
+
+
+def test_a_forced_tool_call_with_the_ollama_client(server: str) -> None:
+    client = ollama.Client(host=server)
+    answer = client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=[WEATHER_TOOL],
+        options={"num_predict": 60, "seed": 3},
+    )
+    # Without tool_choice (Ollama has none) a small base model may or may not call: either shape is valid.
+    if answer.message.tool_calls:
+        call = answer.message.tool_calls[0]
+        assert call.function.name == "get_weather" and isinstance(call.function.arguments, dict)
+    else:
+        assert answer.message.content is not None
+    refused = httpx.post(
+        server + "/api/chat",
+        json={"model": MODEL, "think": True, "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert refused.status_code == 400 and "cannot think" in refused.json()["error"]

@@ -32,6 +32,7 @@ class ChatMessage(_Request):
     images: list[str] | None = None
     tool_calls: list[Any] | None = None
     thinking: str | None = None
+    tool_name: str | None = None
 
 
 class ChatRequest(_Request):

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from candor import __version__
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
+from candor.prompt.replies import ThinkingSplitter
 from candor.scheduler import RequestHandle, Scheduler
 from candor.server.ollama import convert
 from candor.server.ollama.protocol import (
@@ -24,6 +25,7 @@ from candor.server.ollama.protocol import (
     ModelRequest,
 )
 from candor.server.options import context_option, keep_alive_seconds
+from candor.server.replies import plan_reply, read_reply
 from candor.server.streaming import chunks_of, collect
 from candor.store.licenses import license_texts, readable
 from candor.types import Chunk, FinishReason, Message
@@ -133,22 +135,64 @@ def _whole(text: str, last: Chunk) -> Chunk:
 
 @router.post("/api/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]:
-    """Answer a conversation."""
-    _refuse_unsupported([i for m in body.messages for i in (m.images or [])], body.think, body.tools)
-    options = with_format(body.options, body.format)
+    """Answer a conversation; tools and thinking are read out of the reply."""
+    _refuse_unsupported([i for m in body.messages for i in (m.images or [])], None)
     keep_alive = keep_alive_seconds(body.keep_alive)
     if not body.messages:
         return _load_only(request, body.model, keep_alive, chat=True)
-    messages = [Message.coerce({"role": m.role, "content": m.content or ""}) for m in body.messages]
-    handle = scheduler_of(request).chat(
-        body.model, messages, options=options, keep_alive=keep_alive, ctx=context_option(body.options)
-    )
-    if body.stream:
-        return StreamingResponse(
-            _ndjson(handle, lambda c: convert.chat_chunk(body.model, c)), media_type=NDJSON
+    sched = scheduler_of(request)
+    ctx = context_option(body.options)
+    loaded = sched.load(body.model, ctx=ctx, keep_alive=keep_alive)
+    plan = plan_reply(loaded, body.tools, "auto", body.think)
+    options = with_format(body.options, body.format)
+    messages = [
+        Message.coerce(
+            {"role": m.role, "content": m.content or "", "tool_calls": m.tool_calls, "tool_name": m.tool_name}
         )
+        for m in body.messages
+    ]
+    handle = sched.chat(
+        body.model,
+        messages,
+        options=options,
+        keep_alive=keep_alive,
+        ctx=ctx,
+        tools=plan.tools,
+        variables=plan.variables,
+    )
+    if body.stream and not plan.buffered:
+        return StreamingResponse(_chat_lines(handle, body.model, plan.thinking), media_type=NDJSON)
     text, last = await collect(handle)
-    return convert.chat_chunk(body.model, _whole(text, last))
+    reply = read_reply(loaded, plan, text)
+    line = convert.chat_chunk(body.model, _whole(reply.content, last))
+    if reply.thinking:
+        line["message"]["thinking"] = reply.thinking
+    if reply.tool_calls:
+        line["message"]["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": c.arguments}} for c in reply.tool_calls
+        ]
+    if body.stream:
+        return StreamingResponse(iter([(json.dumps(line) + "\n").encode()]), media_type=NDJSON)
+    return line
+
+
+async def _chat_lines(handle: RequestHandle, model: str, thinking: bool) -> AsyncIterator[bytes]:
+    """Stream a chat; with thinking, text inside <think> goes to `thinking`, the rest to `content`."""
+    splitter = ThinkingSplitter() if thinking else None
+    try:
+        async for chunk in chunks_of(handle):
+            line = convert.chat_chunk(model, chunk)
+            if splitter is not None:
+                thought, content = splitter.push(chunk.text)
+                if chunk.finish_reason is not None:
+                    more_thought, more_content = splitter.flush()
+                    thought, content = thought + more_thought, content + more_content
+                line["message"]["content"] = content
+                if thought:
+                    line["message"]["thinking"] = thought
+            yield (json.dumps(line) + "\n").encode()
+    except CandorError as exc:
+        yield (json.dumps({"error": str(exc)}) + "\n").encode()
 
 
 @router.post("/api/embed")

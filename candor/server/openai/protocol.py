@@ -18,6 +18,9 @@ class StreamOptions(_Request):
 class ChatMessage(_Request):
     role: str
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 class _Sampling(_Request):
@@ -41,6 +44,7 @@ class _Sampling(_Request):
     response_format: dict[str, Any] | None = None
     grammar: str | None = None  # llama-server's GBNF extension
     tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     logprobs: bool | int | None = None
 
 

@@ -20,6 +20,7 @@ from candor.server.openai.protocol import (
     EmbeddingRequest,
     _Sampling,
 )
+from candor.server.replies import plan_reply, read_reply
 from candor.server.streaming import chunks_of, collect
 from candor.types import Chunk, Message
 
@@ -34,8 +35,6 @@ def scheduler_of(request: Request) -> Scheduler:
 
 def options_of(body: _Sampling) -> dict[str, Any]:
     """OpenAI (and llama-server) fields -> Ollama-named options."""
-    if body.tools:
-        raise InvalidParameter("tool calling is not supported yet by candor; omit `tools`")
     if body.logprobs:
         raise InvalidParameter("logprobs are not supported yet by candor; omit `logprobs`")
     limit = body.max_completion_tokens or body.max_tokens
@@ -130,17 +129,28 @@ async def models(request: Request) -> dict[str, Any]:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | dict[str, Any]:
-    """Chat, streamed as SSE or whole."""
+    """Chat, streamed as SSE or whole; tool calls and reasoning are read out of the reply."""
     options = options_of(body)
-    messages = [Message.coerce({"role": m.role, "content": _text(m.content)}) for m in body.messages]
-    params = None
-    if body.ignore_eos:
-        sched = scheduler_of(request)
-        params = sched.load(body.model).defaults.with_overrides(ignore_eos=True)
-    handle = scheduler_of(request).chat(body.model, messages, options=options, params=params)
+    sched = scheduler_of(request)
+    loaded = sched.load(body.model)
+    plan = plan_reply(loaded, body.tools, body.tool_choice or "auto")
+    if plan.grammar is not None:
+        if "grammar" in options:
+            raise InvalidParameter("a required tool call and response_format cannot be combined")
+        options["grammar"] = plan.grammar
+    messages = [
+        Message.coerce(
+            {"role": m.role, "content": _text(m.content), "tool_calls": m.tool_calls, "name": m.name}
+        )
+        for m in body.messages
+    ]
+    params = loaded.defaults.with_overrides(ignore_eos=True) if body.ignore_eos else None
+    handle = sched.chat(
+        body.model, messages, options=options, params=params, tools=plan.tools, variables=plan.variables
+    )
     ident, created = convert.new_id("chatcmpl"), int(time.time())
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+    if body.stream and not plan.buffered and not plan.thinking:
         return StreamingResponse(
             _sse(
                 handle,
@@ -154,7 +164,54 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             media_type="text/event-stream",
         )
     text, last = await collect(handle)
-    return convert.chat_completion(ident, body.model, text, last)
+    reply = read_reply(loaded, plan, text)
+    whole = convert.chat_completion(ident, body.model, reply.content, last)
+    message, choice = whole["choices"][0]["message"], whole["choices"][0]
+    if reply.thinking:
+        message["reasoning_content"] = reply.thinking
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for c in reply.tool_calls
+        ]
+        message["content"] = reply.content or None
+        choice["finish_reason"] = "tool_calls"
+    if not body.stream:
+        return whole
+    return StreamingResponse(_whole_as_sse(whole, include_usage), media_type="text/event-stream")
+
+
+async def _whole_as_sse(whole: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    """A reply that had to be read whole (tool calls, reasoning), sent as one delta and a finish chunk."""
+    base = {
+        "id": whole["id"],
+        "object": "chat.completion.chunk",
+        "created": whole["created"],
+        "model": whole["model"],
+    }
+    choice = whole["choices"][0]
+    delta = {
+        "role": "assistant",
+        **{k: v for k, v in choice["message"].items() if k != "role" and v is not None},
+    }
+    if "tool_calls" in delta:
+        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(delta["tool_calls"])]
+    for payload in (
+        {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]},
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}
+            ],
+        },
+        *([{**base, "choices": [], "usage": whole["usage"]}] if include_usage else []),
+    ):
+        yield f"data: {json.dumps(payload)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 @router.post("/completions", response_model=None)
