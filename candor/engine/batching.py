@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from candor.engine.context import DECODE_NO_KV_SLOT, ContextConfig, NativeContext
-from candor.engine.generate import common_prefix
+from candor.engine.context import DECODE_NO_KV_SLOT, ContextConfig, NativeContext, common_prefix
 from candor.engine.model import NativeModel
 from candor.engine.sampler import SamplerChain
 from candor.engine.textout import TextOut
@@ -155,24 +153,13 @@ class BatchEngine:
                 continue
             # The idle slot whose KV shares the longest prefix with this prompt; else the least recently used.
             slot = max(idle, key=lambda s: (common_prefix(s.held, request.prompt), -s.last_used))
-            keep = self._reuse(slot, request.prompt)
+            keep = self.context.reuse_prefix(slot.seq, slot.held, request.prompt)
             slot.request = request
             slot.fed = keep
             slot.next_token = None
             slot.sampler = sampler
             slot.out = TextOut(self.model, request.params, request.extra_stop)
         return refused
-
-    def _reuse(self, slot: _Slot, prompt: Sequence[int]) -> int:
-        keep = min(common_prefix(slot.held, prompt), len(prompt) - 1)
-        if keep > 0 and self.context.forget(slot.seq, keep):
-            window_start = max(0, keep - self.model.n_swa) if self.model.n_swa > 0 else 0
-            if self.context.earliest_position(slot.seq) <= window_start:
-                del slot.held[keep:]
-                return keep
-        self.context.forget(slot.seq, 0)
-        slot.held.clear()
-        return 0
 
     def _fill_batch(self) -> bool:
         """Put every decoding slot's next token, then prompt chunks, into the batch; False if empty."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import llama_cpp
@@ -34,6 +35,15 @@ class ContextConfig:
     # Logits rows one decode may return; 0 is llama.cpp's default (n_batch). Generation needs one per
     # sequence, and sizing for that shrinks the compute buffer (514 -> 26 MiB for Gemma's 262k vocabulary).
     n_outputs_max: int = 0
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest shared prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class Batch:
@@ -125,6 +135,24 @@ class NativeContext:
     def forget(self, seq_id: int, start: int = 0) -> bool:
         """Drop a sequence's KV from position `start` on; False if the cache cannot cut there."""
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1))
+
+    def reuse_prefix(self, seq_id: int, held: list[int], prompt: Sequence[int]) -> int:
+        """Keep the KV of the longest prefix `held` shares with `prompt`, drop the rest; return its length.
+
+        `held` (the tokens this sequence's KV holds, by position) is trimmed to match. The prompt's last
+        token is always decoded again, since its logits are needed.
+        """
+        keep = min(common_prefix(held, prompt), len(prompt) - 1)
+        if keep > 0 and self.forget(seq_id, keep):
+            # A sliding-window cache may already have dropped the positions the next token attends to.
+            n_swa = self.model.n_swa
+            window_start = max(0, keep - n_swa) if n_swa > 0 else 0
+            if self.earliest_position(seq_id) <= window_start:
+                del held[keep:]
+                return keep
+        self.forget(seq_id, 0)
+        held.clear()
+        return 0
 
     def earliest_position(self, seq_id: int) -> int:
         """The smallest position still held for a sequence (-1 when empty)."""

@@ -13,15 +13,6 @@ from candor.types import ChunkStream, SamplingParams
 SEQ = 0  # this runner drives a single sequence; the batching scheduler uses many
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest shared prefix of two token lists."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 class SequenceRunner:
     """Drives one context for one sequence, keeping its KV between calls to reuse prompt prefixes."""
 
@@ -37,19 +28,6 @@ class SequenceRunner:
                 f"the prompt is {len(prompt)} tokens but the context holds {self.context.n_ctx}; "
                 "load the model with a larger context (--ctx / num_ctx) or shorten the prompt"
             )
-
-    def _reuse_prefix(self, prompt: Sequence[int]) -> int:
-        """Keep the KV of the longest prefix shared with the last call; return its length."""
-        keep = min(common_prefix(self.held, prompt), len(prompt) - 1)  # the last token must be decoded
-        if keep > 0 and self.context.forget(SEQ, keep):
-            # A sliding-window cache may already have dropped the positions the next token attends to.
-            window_start = max(0, keep - self.model.n_swa) if self.model.n_swa > 0 else 0
-            if self.context.earliest_position(SEQ) <= window_start:
-                del self.held[keep:]
-                return keep
-        self.context.clear()
-        self.held.clear()
-        return 0
 
     def _prefill(self, prompt: Sequence[int], start: int) -> None:
         """Decode prompt[start:] in batches; the last token's logits are kept for sampling."""
@@ -79,7 +57,7 @@ class SequenceRunner:
         out = TextOut(self.model, params, extra_stop)
         n_ctx = self.context.n_ctx
         try:
-            self._prefill(prompt, self._reuse_prefix(prompt))
+            self._prefill(prompt, self.context.reuse_prefix(SEQ, self.held, prompt))
             batch = self.context.batch
             while True:
                 token = sampler.sample(self.context, -1)
