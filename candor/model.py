@@ -15,7 +15,7 @@ from candor.errors import CandorError, InvalidParameter
 from candor.identity import ModelCard
 from candor.options import apply_options
 from candor.preflight import checked_card
-from candor.prompt import ChatFormat, choose_chat_format, render_chat
+from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.store import Store, StoreEntry
 from candor.types import Chunk, ChunkStream, Completion, FinishReason, Message, SamplingParams, Timings, Usage
 
@@ -188,9 +188,7 @@ class Model:
     def chat_tokens(self, messages: Sequence[Message | Mapping[str, Any]]) -> list[int]:
         """Render a conversation with the chat format and tokenize it, BOS included exactly once."""
         native = self._native
-        turns = [Message.coerce(m) for m in messages]
-        if self.system and not any(m.role == "system" for m in turns):
-            turns.insert(0, Message("system", self.system))
+        turns = with_default_system(messages, self.system)
         text = render_chat(
             self.chat_format,
             turns,

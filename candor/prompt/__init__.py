@@ -10,6 +10,7 @@ from candor.prompt.formats import (
     choose_chat_format,
     fallback_format,
     render_chat,
+    with_default_system,
 )
 from candor.prompt.sandbox import render_template
 
@@ -22,4 +23,5 @@ __all__ = [
     "fallback_format",
     "render_chat",
     "render_template",
+    "with_default_system",
 ]

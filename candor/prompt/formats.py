@@ -114,6 +114,14 @@ def _message_dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return result
 
 
+def with_default_system(messages: Sequence[Message | Any], system: str | None) -> list[Message]:
+    """The conversation as Messages, with a model's default system prompt first unless it has its own."""
+    turns = [Message.coerce(m) for m in messages]
+    if system and not any(m.role == "system" for m in turns):
+        turns.insert(0, Message("system", system))
+    return turns
+
+
 def render_chat(
     fmt: ChatFormat,
     messages: Sequence[Message],

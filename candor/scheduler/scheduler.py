@@ -20,7 +20,7 @@ from candor.errors import Busy, CandorError, InvalidParameter
 from candor.identity import ModelCard
 from candor.options import apply_options
 from candor.preflight import checked_card
-from candor.prompt import ChatFormat, choose_chat_format, render_chat
+from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.metrics import Metrics
 from candor.scheduler.process import RunnerProcess
@@ -356,10 +356,7 @@ class Scheduler:
     ) -> RequestHandle:
         """Answer a conversation through the model's chat template (or its disclosed fallback)."""
         loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
-        turns = [Message.coerce(m) for m in messages]
-        system = loaded.entry.system if loaded.entry else None
-        if system and not any(m.role == "system" for m in turns):
-            turns.insert(0, Message("system", system))
+        turns = with_default_system(messages, loaded.entry.system if loaded.entry else None)
         text = render_chat(
             loaded.chat_format,
             turns,
