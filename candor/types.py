@@ -81,6 +81,9 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise InvalidParameter(f"{name} must be between {low} and {high}; got {value}")
 
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How tokens are chosen. Defaults follow llama.cpp's (llama-cli / llama-server)."""
@@ -99,6 +102,8 @@ class SamplingParams:
     max_tokens: int | None = None  # None: until end of generation or the context is full
     ignore_eos: bool = False  # keep decoding past end-of-generation (benchmarks)
     grammar: str | None = None  # GBNF that constrains decoding (structured output)
+    # None: no log-probabilities; 0: each sampled token's own; N (1..20): also the N most likely tokens
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         _check_range("temperature", self.temperature, 0.0, 100.0)
@@ -130,6 +135,14 @@ class SamplingParams:
         object.__setattr__(self, "stop", stops)
         if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar.strip()):
             raise InvalidParameter("grammar must be non-empty GBNF text")
+        if self.logprobs is not None and (
+            isinstance(self.logprobs, bool)
+            or not isinstance(self.logprobs, int)
+            or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS
+        ):
+            raise InvalidParameter(
+                f"logprobs (top_logprobs) must be an integer from 0 to {MAX_TOP_LOGPROBS}; got {self.logprobs!r}"
+            )
 
     @property
     def greedy(self) -> bool:
@@ -177,11 +190,27 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token's log-probability under the model (before sampling's truncation), and the
+    most likely alternatives at that position when they were asked for (most likely first)."""
+
+    piece: bytes  # the token's raw bytes (a token may hold part of a UTF-8 character)
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The token as text; a partial UTF-8 character shows as U+FFFD, as OpenAI's API does."""
+        return self.piece.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A piece of streamed output. The last chunk carries finish_reason, usage and timings."""
 
     text: str
     tokens: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token in `tokens`, when SamplingParams.logprobs asks
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     timings: Timings | None = None
@@ -196,6 +225,7 @@ class Completion:
     usage: Usage
     timings: Timings
     tokens: tuple[int, ...] = field(default=(), repr=False)
+    logprobs: tuple[TokenLogprob, ...] = field(default=(), repr=False)
 
 
 # A streaming generation: iterate for Chunks; close() cancels it and frees its slot.
