@@ -17,7 +17,17 @@ from candor.options import apply_options
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.store import Store, StoreEntry
-from candor.types import Chunk, ChunkStream, Completion, FinishReason, Message, SamplingParams, Timings, Usage
+from candor.types import (
+    Chunk,
+    ChunkStream,
+    Completion,
+    FinishReason,
+    Message,
+    SamplingParams,
+    Timings,
+    TokenLogprob,
+    Usage,
+)
 
 
 class Model:
@@ -265,16 +275,18 @@ def collect(chunks: Iterator[Chunk]) -> Completion:
     """Drain a chunk stream into one Completion."""
     parts: list[str] = []
     tokens: list[int] = []
+    logprobs: list[TokenLogprob] = []
     finish: FinishReason | None = None
     usage: Usage | None = None
     timings: Timings | None = None
     for chunk in chunks:
         parts.append(chunk.text)
         tokens.extend(chunk.tokens)
+        logprobs.extend(chunk.logprobs)
         finish, usage, timings = chunk.finish_reason or finish, chunk.usage or usage, chunk.timings or timings
     if finish is None or usage is None or timings is None:
         raise CandorError("the generation ended without a final chunk")
-    return Completion("".join(parts), finish, usage, timings, tuple(tokens))
+    return Completion("".join(parts), finish, usage, timings, tuple(tokens), tuple(logprobs))
 
 
 def load(

@@ -141,7 +141,8 @@ class SamplingParams:
             or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS
         ):
             raise InvalidParameter(
-                f"logprobs (top_logprobs) must be an integer from 0 to {MAX_TOP_LOGPROBS}; got {self.logprobs!r}"
+                f"logprobs (top_logprobs) must be an integer from 0 to {MAX_TOP_LOGPROBS}; "
+                f"got {self.logprobs!r}"
             )
 
     @property
@@ -210,10 +211,10 @@ class Chunk:
 
     text: str
     tokens: tuple[int, ...] = ()
-    logprobs: tuple[TokenLogprob, ...] = ()  # one per token in `tokens`, when SamplingParams.logprobs asks
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     timings: Timings | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token in `tokens`, when SamplingParams.logprobs asks
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from candor.engine.context import DECODE_NO_KV_SLOT, ContextConfig, NativeContext, common_prefix
+from candor.engine.logprobs import token_logprob
 from candor.engine.model import NativeModel
 from candor.engine.sampler import SamplerChain
 from candor.engine.textout import TextOut
@@ -202,8 +203,13 @@ class BatchEngine:
         request, sampler, out = slot.request, slot.sampler, slot.out
         assert request is not None and sampler is not None and out is not None
         token = sampler.sample(self.context, slot.output_index)
+        logprob = None
+        if request.params.logprobs is not None:
+            logprob = token_logprob(
+                self.model, self.context.logits(slot.output_index), token, request.params.logprobs
+            )
         events = []
-        chunk = out.accept(token)
+        chunk = out.accept(token, logprob)
         if chunk is not None:
             events.append(EngineEvent(request.id, chunk))
         if out.finish is None and len(slot.held) >= self.max_request_tokens:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from candor.engine.context import DECODE_NO_KV_SLOT, NativeContext
+from candor.engine.logprobs import token_logprob
 from candor.engine.sampler import SamplerChain
 from candor.engine.textout import TextOut
 from candor.errors import ContextOverflow, EngineError, InvalidParameter
@@ -61,7 +62,10 @@ class SequenceRunner:
             batch = self.context.batch
             while True:
                 token = sampler.sample(self.context, -1)
-                chunk = out.accept(token)
+                logprob = None
+                if params.logprobs is not None:
+                    logprob = token_logprob(self.model, self.context.logits(-1), token, params.logprobs)
+                chunk = out.accept(token, logprob)
                 if chunk is not None:
                     yield chunk
                 pos = len(self.held)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from candor.engine.model import NativeModel
 from candor.textstream import StopMatcher
-from candor.types import Chunk, FinishReason, SamplingParams, Timings, Usage
+from candor.types import Chunk, FinishReason, SamplingParams, Timings, TokenLogprob, Usage
 
 
 class TextOut:
@@ -23,11 +23,12 @@ class TextOut:
         self._stopped = False
         self.generated: list[int] = []
         self.pending: list[int] = []  # tokens whose text has not been emitted yet
+        self.pending_logprobs: list[TokenLogprob] = []  # theirs, when the request asked for them
         self.finish: FinishReason | None = None
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
-    def accept(self, token: int) -> Chunk | None:
+    def accept(self, token: int, logprob: TokenLogprob | None = None) -> Chunk | None:
         """Take one sampled token; return a chunk when there is text to emit. Sets `finish` when done."""
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
@@ -36,6 +37,8 @@ class TextOut:
             return None
         self.generated.append(token)
         self.pending.append(token)
+        if logprob is not None:
+            self.pending_logprobs.append(logprob)
         text, hit = self._stops.push(self._utf8.decode(self._model.piece(token)))
         if hit:
             self._stopped = True
@@ -44,8 +47,9 @@ class TextOut:
             self.finish = FinishReason.LENGTH
         if not text and not hit:
             return None
-        chunk = Chunk(text, tuple(self.pending))
+        chunk = Chunk(text, tuple(self.pending), logprobs=tuple(self.pending_logprobs))
         self.pending = []
+        self.pending_logprobs = []
         return chunk
 
     def final(self, prompt_tokens: int, finish: FinishReason | None = None) -> Chunk:
@@ -60,6 +64,7 @@ class TextOut:
         return Chunk(
             tail,
             tuple(self.pending),
+            logprobs=tuple(self.pending_logprobs),
             finish_reason=reason,
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(self.generated)),
             timings=Timings(prompt_seconds=first - self.started, decode_seconds=now - first),
