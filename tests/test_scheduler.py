@@ -244,3 +244,24 @@ def test_embeddings_and_tokens_through_the_runner(scheduler: Scheduler, tiny_mod
     vectors = scheduler.embed(model, ["hello the", "a"])
     assert len(vectors) == 2 and all(abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
     assert scheduler.tokenize(model, "hello")[0] == 1
+
+
+def test_two_names_for_one_file_share_one_runner(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    from dataclasses import replace
+
+    from candor import manage
+
+    first = manage.import_model(tiny_model_path, name="tiny:a")
+    scheduler.store.registry.put(replace(first, name="tiny:b", parameters={"temperature": 0}, owned_files=()))
+    list(scheduler.generate("tiny:a", "hello", params=GREEDY))
+    list(scheduler.generate("tiny:b", "hello", params=GREEDY))
+    [info] = scheduler.loaded()
+    assert info["names"] == ["tiny:a", "tiny:b"] and info["name"] == "tiny:a"
+    # Each name keeps its own defaults even though the runner is shared.
+    assert scheduler.defaults("tiny:b").temperature == 0
+    assert scheduler.defaults("tiny:a").temperature == SamplingParams().temperature
+    # Removing one name unloads the file; the other name loads it again.
+    assert scheduler.unload_name("tiny:b")
+    assert scheduler.loaded() == []
+    list(scheduler.generate("tiny:a", "hello", params=GREEDY))
+    assert [m["names"] for m in scheduler.loaded()] == [["tiny:a"]]

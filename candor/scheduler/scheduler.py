@@ -45,6 +45,11 @@ class SchedulerConfig:
     allow_paths: bool = True  # the HTTP server sets False: requests name models, never files
 
 
+def defaults_of(entry: StoreEntry | None) -> SamplingParams:
+    """Sampling defaults from a store entry's parameters (an imported Ollama model's params layer)."""
+    return apply_options(SamplingParams(), entry.parameters if entry else {})
+
+
 def physical_memory() -> int:
     """Bytes of RAM (for the default memory budget)."""
     try:
@@ -57,9 +62,10 @@ def physical_memory() -> int:
 
 @dataclass
 class LoadedModel:
-    """A model with a live runner."""
+    """A model file with a live runner (shared by every name of that file)."""
 
-    name: str
+    name: str  # the name it was first loaded by, shown by `candor ps`
+    key: str  # the resolved file path: what the scheduler keys runners by
     path: Path
     entry: StoreEntry | None
     card: ModelCard
@@ -72,11 +78,13 @@ class LoadedModel:
     last_used: float = field(default_factory=time.monotonic)
     expires_at: float | None = None  # wall-clock time of unloading when idle; None: not scheduled
     defaults: SamplingParams = field(default_factory=SamplingParams)
+    names: set[str] = field(default_factory=set)  # every name requests used for this file
 
     def info(self) -> dict[str, Any]:
         """What `candor ps` and /api/ps show."""
         return {
             "name": self.name,
+            "names": sorted(self.names),
             "path": str(self.path),
             "size": self.size,
             "context_length": self.ctx,
@@ -108,19 +116,18 @@ class Scheduler:
 
     # -- models --------------------------------------------------------------------------------------
 
-    def _key(self, model: str | None) -> str:
-        if model is None:
-            return self.store.builtin_entry().name
-        if not self.config.allow_paths:
-            self.store.resolve(model, allow_paths=False)  # raises for paths and unknown names
-        entry = self.store.find(model)
-        return entry.name if entry is not None else str(Path(model).expanduser().resolve())
+    def _key(self, model: str | None) -> tuple[str, Path, StoreEntry | None]:
+        """Runners are keyed by the file they load (as Ollama keys them by model path): two names for
+        one file share one runner instead of holding the weights twice."""
+        path, entry = self.store.resolve(model, allow_paths=self.config.allow_paths)
+        return str(path.resolve()), path, entry
 
     def load(
         self, model: str | None, *, ctx: int | None = None, keep_alive: float | None = None
     ) -> LoadedModel:
         """Make sure a model is loaded (with at least `ctx` tokens per request) and return it."""
-        key = self._key(model)
+        key, path, entry = self._key(model)
+        name = entry.name if entry is not None else str(path)
         with self._lock:
             lock = self._load_locks.setdefault(key, threading.Lock())
         with lock:  # one load per model at a time; other models load in parallel
@@ -132,17 +139,19 @@ class Scheduler:
             if loaded is not None and (ctx is None or ctx <= loaded.ctx):
                 if keep_alive is not None:
                     loaded.keep_alive = keep_alive
+                loaded.names.add(name)
                 return loaded
             if loaded is not None:  # a request wants a larger context: reload when idle, as Ollama does
                 if loaded.runner.active:
                     raise Busy(
-                        f"{key} is serving requests with a {loaded.ctx}-token context; retry for {ctx}"
+                        f"{name} is serving requests with a {loaded.ctx}-token context; retry for {ctx}"
                     )
                 self._unload(loaded, evicted=False)
-            return self._start(model, key, ctx=ctx or self.settings.ctx, keep_alive=keep_alive)
+            return self._start(key, path, entry, ctx=ctx or self.settings.ctx, keep_alive=keep_alive)
 
-    def _start(self, model: str | None, key: str, *, ctx: int, keep_alive: float | None) -> LoadedModel:
-        path, entry = self.store.resolve(model, allow_paths=self.config.allow_paths)
+    def _start(
+        self, key: str, path: Path, entry: StoreEntry | None, *, ctx: int, keep_alive: float | None
+    ) -> LoadedModel:
         card = checked_card(path)
         size = self._charge(card, path, ctx)
         self._make_room(size)
@@ -155,8 +164,9 @@ class Scheduler:
             gpu_layers=self.settings.gpu_layers,
             kv_type=self.config.kv_type,
         )
+        name = entry.name if entry is not None else str(path)
         runner = RunnerProcess(
-            key,
+            name,
             config,
             on_exit=self._runner_exited,
             on_final=self._request_finished,
@@ -164,7 +174,8 @@ class Scheduler:
         )
         fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
         loaded = LoadedModel(
-            name=key,
+            name=name,
+            key=key,
             path=path,
             entry=entry,
             card=card,
@@ -173,7 +184,8 @@ class Scheduler:
             ctx=runner.ready.max_request_tokens,
             size=size,
             keep_alive=self.config.keep_alive if keep_alive is None else keep_alive,
-            defaults=apply_options(SamplingParams(), entry.parameters if entry else {}),
+            defaults=defaults_of(entry),
+            names={name},
         )
         with self._lock:
             self._models[key] = loaded
@@ -221,7 +233,7 @@ class Scheduler:
 
     def unload(self, model: str | None) -> bool:
         """Unload a model now (its requests get an error). False when it was not loaded."""
-        key = self._key(model)
+        key, _, _ = self._key(model)
         with self._lock:
             loaded = self._models.get(key)
         if loaded is None:
@@ -230,21 +242,24 @@ class Scheduler:
         return True
 
     def unload_name(self, name: str) -> bool:
-        """Unload whatever is loaded under exactly this name (used after the name was removed)."""
+        """Unload whatever was loaded under exactly this name (used after the name was removed)."""
         with self._lock:
-            loaded = self._models.get(name)
-        if loaded is None:
-            return False
-        self._unload(loaded, evicted=False)
-        return True
+            matches = [m for m in self._models.values() if name in m.names]
+        for loaded in matches:
+            self._unload(loaded, evicted=False)
+        return bool(matches)
 
     def _unload(self, loaded: LoadedModel, *, evicted: bool) -> None:
         with self._lock:
-            if self._models.get(loaded.name) is loaded:
-                del self._models[loaded.name]
+            if self._models.get(loaded.key) is loaded:
+                del self._models[loaded.key]
         loaded.runner.close()
         if evicted:
             self.metrics.add(evictions=1)
+
+    def _with_runner(self, runner_name: str) -> LoadedModel | None:
+        """The loaded model whose runner has this name (the name it was loaded by); call under the lock."""
+        return next((m for m in self._models.values() if m.runner.name == runner_name), None)
 
     def loaded(self) -> list[dict[str, Any]]:
         """The loaded models, most recently used first."""
@@ -254,10 +269,10 @@ class Scheduler:
 
     def _runner_exited(self, runner: RunnerProcess) -> None:
         with self._lock:
-            loaded = self._models.get(runner.name)
+            loaded = self._with_runner(runner.name)
             crashed = loaded is not None and loaded.runner is runner
-            if crashed:
-                del self._models[runner.name]
+            if loaded is not None and crashed:
+                del self._models[loaded.key]
         if crashed:
             self.metrics.add(runner_crashes=1)
 
@@ -300,7 +315,7 @@ class Scheduler:
                 decode_seconds=item.timings.decode_seconds,
             )
         with self._lock:
-            loaded = self._models.get(handle.model)
+            loaded = self._with_runner(handle.model)
         if loaded is not None:
             loaded.last_used = time.monotonic()
             self._schedule_expiry(loaded)
@@ -317,10 +332,22 @@ class Scheduler:
         loaded.last_used = time.monotonic()
         self.metrics.add(requests=1)
 
+    def _entry(self, model: str | None, loaded: LoadedModel) -> StoreEntry | None:
+        """The store entry this request named: its system prompt and parameters apply, even when the
+        runner was loaded under another name of the same file."""
+        if model is None:
+            return loaded.entry
+        return self.store.find(model)
+
+    def defaults(self, model: str | None) -> SamplingParams:
+        """The sampling defaults a name carries (an imported Ollama model's parameters)."""
+        return defaults_of(self._entry(model, self.load(model)))
+
+    @staticmethod
     def _params(
-        self, loaded: LoadedModel, params: SamplingParams | None, options: Mapping[str, Any]
+        base: SamplingParams, params: SamplingParams | None, options: Mapping[str, Any]
     ) -> SamplingParams:
-        base = params if params is not None else loaded.defaults
+        base = params if params is not None else base
         return apply_options(base, options) if options else base
 
     def generate(
@@ -335,7 +362,8 @@ class Scheduler:
     ) -> RequestHandle:
         """Continue raw text or token ids; returns a handle to iterate for chunks."""
         loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
-        sampling = self._params(loaded, params, options or {})
+        entry = self._entry(model, loaded)
+        sampling = self._params(defaults_of(entry), params, options or {})
         self._admit(loaded)
         if isinstance(prompt, str):
             return loaded.runner.generate(lambda i: Generate(i, sampling, text=prompt))
@@ -356,7 +384,8 @@ class Scheduler:
     ) -> RequestHandle:
         """Answer a conversation through the model's chat template (or its disclosed fallback)."""
         loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
-        turns = with_default_system(messages, loaded.entry.system if loaded.entry else None)
+        entry = self._entry(model, loaded)
+        turns = with_default_system(messages, entry.system if entry else None)
         text = render_chat(
             loaded.chat_format,
             turns,
@@ -365,7 +394,7 @@ class Scheduler:
             tools=tools,
             variables=variables,
         )
-        sampling = self._params(loaded, params, options or {})
+        sampling = self._params(defaults_of(entry), params, options or {})
         self._admit(loaded)
         stop = loaded.chat_format.stop
         return loaded.runner.generate(
