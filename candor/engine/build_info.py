@@ -72,3 +72,47 @@ def build_info() -> BuildInfo:
         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
         system_info=llama_cpp.llama_print_system_info().decode().strip(),
     )
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """One GPU with memory of its own, as its ggml backend reports it."""
+
+    name: str
+    free: int  # bytes
+    total: int
+
+
+# ggml_backend_dev_type: 0 CPU, 1 GPU (dedicated memory), 2 IGPU (host memory), 3 ACCEL
+_GPU_WITH_OWN_MEMORY = 1
+
+
+def gpu_memory() -> tuple[GpuMemory, ...]:
+    """Free and total memory of each dedicated-memory GPU llama.cpp can use; empty on a CPU build.
+
+    Asking a CUDA device creates a driver context in the calling process, so a runner process asks,
+    never the scheduler.
+    """
+    ensure_backend()
+    lib = _ggml.libggml
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_memory.restype = None
+    lib.ggml_backend_dev_memory.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    dev_name = _text_function("ggml_backend_dev_name", [ctypes.c_void_p])
+    gpus = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        if lib.ggml_backend_dev_type(dev) != _GPU_WITH_OWN_MEMORY:
+            continue
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        gpus.append(GpuMemory(dev_name(dev).decode(), int(free.value), int(total.value)))
+    return tuple(gpus)

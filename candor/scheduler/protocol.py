@@ -62,6 +62,10 @@ class Ready:
     bos_text: str
     eos_text: str
     load_seconds: float
+    gpu_layers: int = 0  # as llama.cpp took it (-1: all)
+    placement: str = ""  # who decided the GPU layers, and why
+    host_bytes: int | None = None  # the memory plan's bytes in RAM (None: no plan)
+    gpu_bytes: int = 0  # and on the GPU
 
 
 @dataclass(frozen=True)
@@ -102,5 +106,5 @@ class RunnerConfig:
     parallel: int  # sequences decoded together
     threads: int
     batch: int
-    gpu_layers: int
+    gpu_layers: int  # -1: as many as fit (decided by the runner from the memory plan), else exactly this
     kv_type: str = "f16"

@@ -17,6 +17,7 @@ from typing import Any
 from candor.engine import ContextConfig, Embedder, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
 from candor.errors import CandorError
+from candor.scheduler.placement import place
 from candor.scheduler.protocol import (
     Cancel,
     Embed,
@@ -51,7 +52,8 @@ class Runner:
             poller.register(conn.fileno(), select.POLLIN)
             self._pending = lambda: bool(poller.poll(0))
         started = time.perf_counter()
-        self.model = NativeModel(Path(config.path), gpu_layers=config.gpu_layers)
+        placement = place(config)
+        self.model = NativeModel(Path(config.path), gpu_layers=placement.gpu_layers)
         ctx = min(config.ctx, self.model.n_ctx_train) if self.model.n_ctx_train > 0 else config.ctx
         context = ContextConfig(
             n_ctx=ctx * config.parallel,
@@ -73,6 +75,10 @@ class Runner:
             bos_text=self.model.token_text(self.model.bos) if self.model.bos >= 0 else "",
             eos_text=self.model.token_text(self.model.eos) if self.model.eos >= 0 else "",
             load_seconds=time.perf_counter() - started,
+            gpu_layers=placement.gpu_layers,
+            placement=placement.decided_by,
+            host_bytes=placement.host_bytes,
+            gpu_bytes=placement.gpu_bytes,
         )
 
     def tokens_for(self, message: Generate) -> tuple[int, ...]:

@@ -95,6 +95,9 @@ class LoadedModel:
             "loaded_at": self.loaded_at,
             "identity": self.card.summary(),
             "pid": self.runner.process.pid,
+            "size_vram": self.runner.ready.gpu_bytes,
+            "gpu_layers": self.runner.ready.gpu_layers,
+            "placement": self.runner.ready.placement,
         }
 
 
@@ -182,7 +185,9 @@ class Scheduler:
             chat_format=fmt,
             runner=runner,
             ctx=runner.ready.max_request_tokens,
-            size=size,
+            # Charged up front as if all on the CPU; once the runner has placed layers on a GPU, RAM holds
+            # only the rest.
+            size=size if runner.ready.host_bytes is None else runner.ready.host_bytes,
             keep_alive=self.config.keep_alive if keep_alive is None else keep_alive,
             defaults=defaults_of(entry),
             names={name},

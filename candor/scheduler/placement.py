@@ -1,0 +1,65 @@
+"""Where a runner puts a model's layers: all on the CPU, as configured, or as many on the GPU as fit.
+
+A runner process decides for itself, just before loading: asking a GPU how much memory is free creates
+a driver context (hundreds of MiB on CUDA) in the asking process, which the scheduler must not hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from candor.engine.build_info import gpu_memory
+from candor.errors import CandorError
+from candor.identity import read_card
+from candor.plan import MIB, MemoryPlan, choose_gpu_layers, memory_plan
+from candor.scheduler.protocol import RunnerConfig
+
+# Left free on every GPU, as llama-server's --fit leaves 1 GiB by default: the driver, the CUDA graphs and
+# other processes take memory the plan does not see.
+GPU_HEADROOM = 1024 * MIB
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How many layers go to the GPU, who decided, and the bytes each side will hold."""
+
+    gpu_layers: int  # as llama.cpp takes it: -1 all
+    decided_by: str
+    host_bytes: int | None  # None: the plan could not be made (the weights' size is charged instead)
+    gpu_bytes: int
+
+
+def place(config: RunnerConfig) -> Placement:
+    """Choose GPU layers for a runner: the configured number, else the plan's best fit on free GPU memory."""
+    gpus = gpu_memory()
+    options: dict[str, Any] = {
+        "ctx": config.ctx * config.parallel,  # one KV stream of ctx cells per slot
+        "parallel": config.parallel,
+        "kv_type": config.kv_type,
+        "n_batch": min(config.batch, config.ctx),
+        "n_outputs_max": config.parallel,
+        "kv_unified": False,
+        "gpu": bool(gpus),
+    }
+    try:
+        card = read_card(Path(config.path))
+        if not gpus:
+            plan = memory_plan(card, gpu_layers=0, **options)
+            return Placement(config.gpu_layers, "no GPU in this llama.cpp build", *_sides(plan))
+        if config.gpu_layers >= 0:
+            plan = memory_plan(card, gpu_layers=config.gpu_layers, **options)
+            return Placement(config.gpu_layers, "CANDOR_GPU_LAYERS", *_sides(plan))
+        free = sum(max(0, g.free - GPU_HEADROOM) for g in gpus)
+        plan = choose_gpu_layers(card, free_gpu_bytes=free, **options)
+        fit = f"{plan.gpu_layers} of {plan.n_layer + 1} layers fit in {free // MIB} MiB of free GPU memory"
+        decided = f"{plan.decided_by}: {fit}"
+        return Placement(plan.gpu_layers, decided, *_sides(plan))
+    except (CandorError, OSError, ValueError, KeyError) as exc:
+        # No plan (an architecture the plan does not know): llama.cpp gets the configured value as is.
+        return Placement(config.gpu_layers, f"configured (no memory plan: {exc})", None, 0)
+
+
+def _sides(plan: MemoryPlan) -> tuple[int, int]:
+    return plan.bytes_of(device="CPU"), plan.bytes_of(device="GPU")
