@@ -74,7 +74,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CANDOR_GPU_LAYERS",
         _int,
         lambda: -1,
-        "layers to offload to a GPU backend; -1 = as many as fit in free GPU memory (the memory plan decides), 0 = none",
+        "layers to offload to a GPU backend; -1 = as many as fit in free GPU memory, 0 = none",
     ),
 )
 
