@@ -13,6 +13,7 @@ import stat
 import struct
 from collections.abc import Collection
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -22,6 +23,8 @@ MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 TOKENS_KEY = "tokenizer.ggml.tokens"
+TOKEN_TYPES_KEY = "tokenizer.ggml.token_type"
+ALIGNMENT_KEY = "general.alignment"
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_NAME_BYTES = 63  # GGML_MAX_NAME is 64 including the terminating NUL
 MAX_COUNT = 1 << 30  # llama.cpp's GGUF_MAX_ARRAY_ELEMENTS and GGUF_MAX_STRING_LENGTH
@@ -73,6 +76,7 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _F32 = struct.Struct("<f")
 _FLOAT32 = 6
+_UINT32, _INT32 = 4, 5
 _MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, a 1-byte key, value type, a 1-byte value
 _MIN_TENSOR_BYTES = 8 + 1 + 4 + 4 + 8  # name length, a 1-byte name, n_dims, type, offset
 _FIRST_READ = 1 << 20  # most headers fit; a 262k-token vocabulary takes ~6 MB, read in a few doublings
@@ -115,6 +119,8 @@ class GGUFHeader:
     metadata: dict[str, Any]  # scalars, small arrays as tuples, large arrays as ArraySummary
     tensors: tuple[TensorInfo, ...]
     found_tokens: dict[str, int]  # requested token -> its first index in tokenizer.ggml.tokens
+    token_types: frozenset[int] = frozenset()  # the distinct values of tokenizer.ggml.token_type
+    repeated_token: tuple[int, str] | None = None  # (index, text) of a vocabulary entry seen before
 
     def array_length(self, key: str) -> int | None:
         """Return the length of the array under `key`, kept or summarised; None if it is not an array."""
@@ -205,6 +211,7 @@ class _Parser:
         self.cur, self.max_array = cur, max_array
         self.wanted = {t.encode("utf-8"): t for t in find}
         self.found: dict[str, int] = {}
+        self.repeated_token: tuple[int, str] | None = None
 
     def value(self, vtype: int, what: str, depth: int = 0, search: bool = False) -> Any:
         cur = self.cur
@@ -246,18 +253,21 @@ class _Parser:
 
     def strings(self, n: int, what: str, keep: bool, search: bool) -> tuple[str, ...] | None:
         """Walk n length-prefixed strings in one tight loop (262k of them for a Gemma vocabulary)."""
-        cur, buf, pos, end = self.cur, self.cur.buf, self.cur.pos, self.cur.end
+        cur, pos, end = self.cur, self.cur.pos, self.cur.end
+        data = bytes(cur.buf)  # an immutable copy slices to bytes in one step; refreshed after a fill
         wanted = self.wanted if search else {}
         lengths = {len(w) for w in wanted}
-        unpack, have = _U64.unpack_from, len(buf)
+        unpack, have = _U64.unpack_from, len(data)
         kept: list[str] | None = [] if keep else None
+        vocabulary: list[bytes] | None = [] if search else None  # checked for repeats at the end
         for i in range(n):
             if pos + 8 > have:
                 if end - pos < 8:
                     raise cur.error(f"{what} string {i} starts at byte {pos}, past the end of the file")
                 cur.fill(pos + 8)
-                have = len(buf)
-            size = unpack(buf, pos)[0]
+                data = bytes(cur.buf)
+                have = len(data)
+            size = unpack(data, pos)[0]
             pos += 8
             if pos + size > have:
                 if size > end - pos:
@@ -266,17 +276,40 @@ class _Parser:
                         f"but only {end - pos} bytes remain in the file"
                     )
                 cur.fill(pos + size)
-                have = len(buf)
-            if kept is not None or size in lengths:
-                raw = bytes(buf[pos : pos + size])
+                data = bytes(cur.buf)
+                have = len(data)
+            if kept is not None or vocabulary is not None or size in lengths:
+                raw = data[pos : pos + size]
                 token = wanted.get(raw)
                 if token is not None and token not in self.found:
                     self.found[token] = i
                 if kept is not None:
                     kept.append(_text(raw))
+                if vocabulary is not None:
+                    vocabulary.append(raw)
             pos += size
         cur.pos = pos
+        if vocabulary is not None:
+            self.repeated_token = _first_repeat(vocabulary)
         return None if kept is None else tuple(kept)
+
+
+def _first_repeat(tokens: list[bytes]) -> tuple[int, str] | None:
+    """The first vocabulary entry equal to an earlier one, as llama.cpp compares them, or None.
+
+    llama.cpp aborts on such a vocabulary. It reads tokens as C strings (cut at a NUL) and names an
+    empty one "[EMPTY_i]"; the common case (none empty, no NUL, all distinct) is checked at C speed.
+    """
+    plain = all(tokens) and not any(map(bytes.__contains__, tokens, repeat(b"\0")))
+    if plain and len(set(tokens)) == len(tokens):
+        return None
+    seen: set[bytes] = set()
+    for i, raw in enumerate(tokens):
+        text = raw.partition(b"\0")[0] or b"[EMPTY_%d]" % i
+        if text in seen:
+            return i, _text(text)
+        seen.add(text)
+    return None
 
 
 def _open_error(path: Path, exc: OSError) -> CandorError:
@@ -352,6 +385,7 @@ def _parse(cur: _Cursor, find_tokens: Collection[str], max_array: int) -> GGUFHe
         )
     parser = _Parser(cur, max_array, find_tokens)
     metadata: dict[str, Any] = {}
+    token_types: frozenset[int] = frozenset()
     for i in range(n_kv):
         raw_key = cur.raw_string(f"metadata key {i}")
         try:
@@ -362,7 +396,14 @@ def _parse(cur: _Cursor, find_tokens: Collection[str], max_array: int) -> GGUFHe
             raise cur.error(f"metadata key {i} is empty")
         if key in metadata:
             raise cur.error(f"metadata key {key!r} appears twice")
-        metadata[key] = parser.value(cur.u32(f"the type of {key!r}"), repr(key), search=key == TOKENS_KEY)
+        vtype = cur.u32(f"the type of {key!r}")
+        if key == ALIGNMENT_KEY and vtype != _UINT32:  # llama.cpp reads it as uint32 and nothing else
+            kind = _SCALARS[vtype][0] if vtype in _SCALARS else f"value type {vtype}"
+            raise cur.error(f"{ALIGNMENT_KEY} is stored as {kind}; llama.cpp accepts only uint32")
+        start = cur.pos
+        metadata[key] = parser.value(vtype, repr(key), search=key == TOKENS_KEY)
+        if key == TOKEN_TYPES_KEY:
+            token_types = _int32_set(cur, start, vtype)
     alignment = _alignment(cur, metadata)
     tensors = _tensor_table(cur, n_tensors)
     data_offset = -(-cur.pos // alignment) * alignment if n_tensors else cur.pos
@@ -376,11 +417,21 @@ def _parse(cur: _Cursor, find_tokens: Collection[str], max_array: int) -> GGUFHe
         metadata=metadata,
         tensors=tensors,
         found_tokens=parser.found,
+        token_types=token_types,
+        repeated_token=parser.repeated_token,
     )
 
 
+def _int32_set(cur: _Cursor, start: int, vtype: int) -> frozenset[int]:
+    """The distinct values of an int32 array whose value starts at `start` (empty for anything else)."""
+    if vtype != _ARRAY or _U32.unpack_from(cur.buf, start)[0] != _INT32:
+        return frozenset()
+    n = _U64.unpack_from(cur.buf, start + 4)[0]
+    return frozenset(struct.unpack_from(f"<{n}i", cur.buf, start + 12))
+
+
 def _alignment(cur: _Cursor, metadata: dict[str, Any]) -> int:
-    value = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    value = metadata.get(ALIGNMENT_KEY, DEFAULT_ALIGNMENT)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1):
         raise cur.error(f"general.alignment is {value!r}, not a power of two")
     return value
