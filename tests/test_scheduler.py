@@ -15,7 +15,7 @@ from gguf_factory import write_tiny_llama
 from candor import Busy, FinishReason, SamplingParams
 from candor.engine import ContextConfig, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
-from candor.errors import ContextOverflow, RunnerCrashed
+from candor.errors import ContextOverflow, InvalidParameter, RunnerCrashed, UnsupportedModel
 from candor.scheduler import Scheduler, SchedulerConfig
 
 GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
@@ -265,3 +265,30 @@ def test_two_names_for_one_file_share_one_runner(scheduler: Scheduler, tiny_mode
     assert scheduler.loaded() == []
     list(scheduler.generate("tiny:a", "hello", params=GREEDY))
     assert [m["names"] for m in scheduler.loaded()] == [["tiny:a"]]
+
+
+def test_keep_alive_zero_unloads_even_when_the_request_fails_early(
+    scheduler: Scheduler, tiny_model_path: Path
+) -> None:
+    model = str(tiny_model_path)
+    list(scheduler.generate(model, "hello", params=GREEDY))  # loaded, with the default keep-alive
+    with pytest.raises(InvalidParameter):
+        scheduler.generate(model, "hello", options={"temperature": -1}, keep_alive=0)
+    deadline = time.monotonic() + 3
+    while scheduler.loaded() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.loaded() == []
+
+
+def test_a_model_without_a_kv_cache_is_refused_for_generation(native: NativeModel) -> None:
+    assert native.architecture == "llama"
+    native.check_generates()
+    eng = engine(native)
+    native.architecture = "bert"  # what an embedding model reports; llama.cpp would abort on its decode
+    try:
+        event = eng.submit(EngineRequest(1, (5, 6), GREEDY))
+        assert event is not None and isinstance(event.error, UnsupportedModel)
+        assert "embeddings" in str(event.error)
+    finally:
+        native.architecture = "llama"
+        eng.close()

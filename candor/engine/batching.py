@@ -81,6 +81,10 @@ class BatchEngine:
         """Queue a request; an immediate error event when it can never run."""
         if not request.prompt:
             return EngineEvent(request.id, error=InvalidParameter("the prompt is empty; give some text"))
+        try:
+            self.model.check_generates()
+        except CandorError as exc:
+            return EngineEvent(request.id, error=exc)
         if len(request.prompt) >= self.max_request_tokens:
             return EngineEvent(
                 request.id,

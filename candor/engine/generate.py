@@ -53,6 +53,7 @@ class SequenceRunner:
         """Stream the continuation of `prompt` (token ids) as text chunks; the last carries usage."""
         if not prompt:
             raise InvalidParameter("the prompt is empty; give at least one token of text")
+        self.model.check_generates()
         self.check_fits(prompt)
         sampler = SamplerChain(params, self.model.n_vocab, self.model.vocab)
         out = TextOut(self.model, params, extra_stop)

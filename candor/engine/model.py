@@ -9,6 +9,7 @@ import llama_cpp
 
 from candor.engine.native import ensure_backend
 from candor.errors import ModelClosed, ModelLoadError, UnsupportedModel
+from candor.plan.kv import NO_KV_ARCHS
 
 
 class NativeModel:
@@ -45,8 +46,23 @@ class NativeModel:
         self.eos: int = llama_cpp.llama_vocab_eos(self.vocab)
         self.adds_bos: bool = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.has_encoder: bool = bool(llama_cpp.llama_model_has_encoder(handle))
+        self.architecture = self._meta("general.architecture")
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
+
+    def _meta(self, key: str) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_model_meta_val_str(self._handle, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else ""
+
+    def check_generates(self) -> None:
+        """Raise UnsupportedModel for a model that embeds or denoises but cannot continue text: llama.cpp
+        asserts (and kills the process) on a generation batch for an architecture with no KV cache."""
+        if self.architecture in NO_KV_ARCHS:
+            raise UnsupportedModel(
+                f"{self.path.name} is a {self.architecture} model: it keeps no KV cache, so it cannot "
+                "generate text; use it for embeddings (embed, /api/embed, /v1/embeddings)"
+            )
 
     @property
     def handle(self) -> int:

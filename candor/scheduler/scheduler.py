@@ -7,10 +7,11 @@ least recently used idle one making room; each model unloads after its keep-aliv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,6 +338,16 @@ class Scheduler:
         loaded.last_used = time.monotonic()
         self.metrics.add(requests=1)
 
+    @contextlib.contextmanager
+    def _expiry_on_failure(self, loaded: LoadedModel) -> Iterator[None]:
+        """A request that fails before its runner takes it (a template error, a full queue) still leaves the
+        model's keep-alive in force: `keep_alive: 0` unloads it even then."""
+        try:
+            yield
+        except BaseException:
+            self._schedule_expiry(loaded)
+            raise
+
     def _entry(self, model: str | None, loaded: LoadedModel) -> StoreEntry | None:
         """The store entry this request named: its system prompt and parameters apply, even when the
         runner was loaded under another name of the same file."""
@@ -367,13 +378,14 @@ class Scheduler:
     ) -> RequestHandle:
         """Continue raw text or token ids; returns a handle to iterate for chunks."""
         loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
-        entry = self._entry(model, loaded)
-        sampling = self._params(defaults_of(entry), params, options or {})
-        self._admit(loaded)
-        if isinstance(prompt, str):
-            return loaded.runner.generate(lambda i: Generate(i, sampling, text=prompt))
-        tokens = tuple(int(t) for t in prompt)
-        return loaded.runner.generate(lambda i: Generate(i, sampling, tokens=tokens))
+        with self._expiry_on_failure(loaded):
+            entry = self._entry(model, loaded)
+            sampling = self._params(defaults_of(entry), params, options or {})
+            self._admit(loaded)
+            if isinstance(prompt, str):
+                return loaded.runner.generate(lambda i: Generate(i, sampling, text=prompt))
+            tokens = tuple(int(t) for t in prompt)
+            return loaded.runner.generate(lambda i: Generate(i, sampling, tokens=tokens))
 
     def chat(
         self,
@@ -389,22 +401,23 @@ class Scheduler:
     ) -> RequestHandle:
         """Answer a conversation through the model's chat template (or its disclosed fallback)."""
         loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
-        entry = self._entry(model, loaded)
-        turns = with_default_system(messages, entry.system if entry else None)
-        text = render_chat(
-            loaded.chat_format,
-            turns,
-            bos_token=loaded.runner.ready.bos_text,
-            eos_token=loaded.runner.ready.eos_text,
-            tools=tools,
-            variables=variables,
-        )
-        sampling = self._params(defaults_of(entry), params, options or {})
-        self._admit(loaded)
-        stop = loaded.chat_format.stop
-        return loaded.runner.generate(
-            lambda i: Generate(i, sampling, text=text, parse_special=True, extra_stop=stop)
-        )
+        with self._expiry_on_failure(loaded):
+            entry = self._entry(model, loaded)
+            turns = with_default_system(messages, entry.system if entry else None)
+            text = render_chat(
+                loaded.chat_format,
+                turns,
+                bos_token=loaded.runner.ready.bos_text,
+                eos_token=loaded.runner.ready.eos_text,
+                tools=tools,
+                variables=variables,
+            )
+            sampling = self._params(defaults_of(entry), params, options or {})
+            self._admit(loaded)
+            stop = loaded.chat_format.stop
+            return loaded.runner.generate(
+                lambda i: Generate(i, sampling, text=text, parse_special=True, extra_stop=stop)
+            )
 
     def embed(
         self, model: str | None, texts: Sequence[str], *, keep_alive: float | None = None

@@ -155,7 +155,7 @@ class Store:
         if probe:
             result = probe_load(file)
             if not result.ok:
-                raise CandorError(f"llama.cpp cannot load {file}: {result.reason}")
+                raise result.error(file)
         entry = StoreEntry(
             name=str(model_name),
             path=str(file),

@@ -114,9 +114,6 @@ def test_llama_cpp_refuses_cleanly(name: str, corpus: dict[str, Path]) -> None:
     _check_message(caught.value, path)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="Store.import_file raises a bare CandorError when the probe fails (store/service.py)"
-)
 def test_import_refused_by_llama_cpp_is_a_model_load_error(corpus: dict[str, Path]) -> None:
     with pytest.raises(ModelLoadError):
         candor.import_model(corpus["missing_tensor"], name="bad")
