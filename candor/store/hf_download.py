@@ -5,7 +5,8 @@ Files land in huggingface_hub's cache layout (`models--ORG--REPO/blobs/<etag>` w
 the repo listing, file metadata, HTTP session, token and lock; candor writes each blob itself through a
 stable `<etag>.incomplete` file, because huggingface_hub 2.x discards a partial download when it fails,
 and a multi-gigabyte pull must resume where it stopped. huggingface_hub checks only sizes: candor compares
-each file with the hash the hub published.
+each file with the hash the hub published before the blob and its snapshot path are named, so that no crash
+leaves a name on wrong bytes.
 """
 
 from __future__ import annotations
@@ -205,6 +206,25 @@ def _safe_repo_path(path: str) -> bool:
     )
 
 
+def _expected_sha256(file: HubFile, etag: str, *, gguf: bool) -> str | None:
+    """The sha256 a file must have: the hub's LFS hash, else (for a GGUF) an ETag that is a sha256."""
+    if file.sha256 is None and gguf and re.fullmatch(r"[0-9a-f]{64}", etag):
+        return etag
+    return file.sha256
+
+
+def _sha256_prefix(path: Path, length: int) -> hashlib._Hash:
+    """A sha256 fed with the first `length` bytes of a file."""
+    digest = hashlib.sha256()
+    if length <= 0:
+        return digest
+    with path.open("rb") as file:
+        while length > 0 and (block := file.read(min(1 << 20, length))):
+            digest.update(block)
+            length -= len(block)
+    return digest
+
+
 def _git_blob_sha1(path: Path) -> str:
     digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # git's object id
     with path.open("rb") as file:
@@ -234,7 +254,7 @@ class Fetcher:
         cached = pointer.is_file()
         with _translated(self.repo, self.endpoint, file.path):
             if not cached:
-                self._download(file, pointer)
+                self._download(file, pointer, gguf=gguf)
             else:
                 self.report.status(f"using cached {file.path}", file, file.size)
             problem = self._verify(file, pointer, gguf=gguf)
@@ -243,17 +263,25 @@ class Fetcher:
                     "%s in the Hugging Face cache is damaged (%s); downloading it again", pointer, problem
                 )
                 self._discard(pointer)
-                self._download(file, pointer)
+                self._download(file, pointer, gguf=gguf)
                 problem = self._verify(file, pointer, gguf=gguf)
         if problem:
             self._discard(pointer)
-            raise IntegrityError(
-                f"{file.path} from {self.repo} does not match the hash the hub published ({problem}); the "
-                "damaged file was removed from the cache: pull again to download it afresh"
-            )
+            raise self._mismatch(file, problem)
         return pointer
 
-    def _download(self, file: HubFile, pointer: Path) -> None:
+    def _mismatch(self, file: HubFile, problem: str) -> IntegrityError:
+        return IntegrityError(
+            f"{file.path} from {self.repo} does not match the hash the hub published ({problem}); the "
+            "damaged file was removed from the cache: pull again to download it afresh"
+        )
+
+    def _download(self, file: HubFile, pointer: Path, *, gguf: bool) -> None:
+        """Bring the file's blob into the cache and link its snapshot path to it.
+
+        The blob and the snapshot path get their names only once the content matches the published hash,
+        so that a crash at any point never leaves a name (ours, or one llama.cpp's -hf reads) on wrong bytes.
+        """
         url = hf_hub_url(self.repo, file.path, revision=self.commit, endpoint=self.endpoint)
         for attempt in range(1, _LINK_TRIES + 1):
             headers = build_hf_headers(library_name="candor", library_version=__version__)
@@ -271,13 +299,19 @@ class Fetcher:
                 headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
             blob = self.storage / "blobs" / etag
             lock = self.cache / ".locks" / self.folder_name / f"{etag}.lock"
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            blob.parent.mkdir(parents=True, exist_ok=True)
+            for folder in (lock.parent, blob.parent, pointer.parent):  # as huggingface_hub lays them out
+                folder.mkdir(parents=True, exist_ok=True)
             with WeakFileLock(lock):
+                if blob.is_file() and (problem := self._verify(file, blob, gguf=gguf)):
+                    # Put there by another tool, or by a crash of an older candor: never link wrong bytes.
+                    logger.warning(
+                        "%s in the Hugging Face cache is damaged (%s); downloading it again", blob, problem
+                    )
+                    blob.unlink()
                 if not blob.is_file():
                     partial = blob.with_name(blob.name + ".incomplete")
                     try:
-                        self._stream(location, headers, partial, file, size)
+                        digest = self._stream(location, headers, partial, file, size)
                     except HfHubHTTPError as exc:
                         # A signed CDN link expires: ask the hub for a fresh one and go on from where we are.
                         if off_hub and exc.response.status_code in (401, 403) and attempt < _LINK_TRIES:
@@ -286,6 +320,9 @@ class Fetcher:
                             )
                             continue
                         raise
+                    if problem := self._check_download(file, partial, etag, digest, gguf=gguf):
+                        partial.unlink()
+                        raise self._mismatch(file, problem)
                     os.replace(partial, blob)
                 else:
                     self.report.bytes(file, blob.stat().st_size, force=True)
@@ -300,17 +337,24 @@ class Fetcher:
 
     def _stream(
         self, url: str, headers: dict[str, str], partial: Path, file: HubFile, size: int | None
-    ) -> None:
-        """GET into `partial`, resuming from what it holds; retry while bytes keep coming."""
+    ) -> str:
+        """GET into `partial`, resuming from what it holds; retry while bytes keep coming.
+
+        Returns the sha256 of the whole file, computed as the bytes arrive (after re-reading what an earlier
+        attempt left), so that the file is checked before it gets a name.
+        """
         idle = 0
+        digest, hashed = hashlib.sha256(), 0
         while True:
             have = partial.stat().st_size if partial.exists() else 0
             if size is not None and have > size:
                 partial.unlink()
                 have = 0
+            if hashed != have:  # resuming: the hash starts with what an earlier attempt left on disk
+                digest, hashed = _sha256_prefix(partial, have), have
             if size is not None and have == size:
                 self.report.bytes(file, have, force=True)
-                return
+                return digest.hexdigest()
             request = {**headers, "Accept-Encoding": "identity"}
             if have:
                 request["Range"] = f"bytes={have}-"
@@ -327,10 +371,13 @@ class Fetcher:
                     hf_raise_for_status(response)
                     if have and response.status_code != 206:
                         have = 0  # the server ignored the range: start over
+                        digest, hashed = hashlib.sha256(), 0
                     self.report.bytes(file, have, force=True)
                     with partial.open("ab" if have else "wb") as out:
                         for chunk in response.iter_bytes():
                             out.write(chunk)
+                            digest.update(chunk)
+                            hashed += len(chunk)
                             received += len(chunk)
                             self.report.bytes(file, have + received)
             except (httpx2.TransportError, httpx2.DecodingError) as exc:
@@ -344,7 +391,7 @@ class Fetcher:
                 continue
             if size is None:
                 self.report.bytes(file, have + received, force=True)
-                return
+                return digest.hexdigest()
             if not received:
                 idle += 1
                 if idle >= _RETRIES:
@@ -353,12 +400,24 @@ class Fetcher:
                         "to resume"
                     )
 
+    def _check_download(
+        self, file: HubFile, partial: Path, etag: str, sha256: str, *, gguf: bool
+    ) -> str | None:
+        """None when a finished download matches the published hash; else what differs."""
+        expected = _expected_sha256(file, etag, gguf=gguf)
+        if expected is not None:
+            self.report.status("verifying sha256", file, file.size)
+            return None if sha256 == expected else f"sha256 expected {expected}, got {sha256}"
+        if file.blob_id is not None:
+            got = _git_blob_sha1(partial)
+            return None if got == file.blob_id else f"git object id expected {file.blob_id}, got {got}"
+        if gguf:
+            return "the hub published no sha256 for it"
+        return None
+
     def _verify(self, file: HubFile, path: Path, *, gguf: bool) -> str | None:
         """None when the content matches the published hash; else what differs."""
-        expected = file.sha256
-        if expected is None and gguf:
-            etag = Path(os.path.realpath(path)).name
-            expected = etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None
+        expected = _expected_sha256(file, Path(os.path.realpath(path)).name, gguf=gguf)
         if expected is not None:
             self.report.status("verifying sha256", file, file.size)
             got = file_sha256(path, self.store.settings.cache_dir)
