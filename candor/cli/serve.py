@@ -7,9 +7,12 @@ import errno
 import os
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from candor.errors import CandorError
+
+if TYPE_CHECKING:
+    from candor.scheduler import SchedulerConfig
 
 EXAMPLES = """examples:
   candor serve                                  Ollama's address: existing clients need no setting
@@ -44,7 +47,61 @@ def register(sub: Any) -> None:
         default=os.environ.get("CANDOR_CORS_ORIGINS", ""),
         help="origins browsers may call from, comma-separated (CANDOR_CORS_ORIGINS)",
     )
+    limits = parser.add_argument_group("capacity (Ollama's OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE...)")
+    limits.add_argument(
+        "--parallel",
+        type=int,
+        default=_env_int("CANDOR_PARALLEL", 4),
+        help="requests decoded together per model (CANDOR_PARALLEL, default 4)",
+    )
+    limits.add_argument(
+        "--max-queue",
+        type=int,
+        default=_env_int("CANDOR_MAX_QUEUE", 32),
+        help="requests that may wait per model before the server answers 503 (CANDOR_MAX_QUEUE, default 32)",
+    )
+    limits.add_argument(
+        "--max-loaded",
+        type=int,
+        default=_env_int("CANDOR_MAX_LOADED_MODELS", 2),
+        help="models kept loaded at once (CANDOR_MAX_LOADED_MODELS, default 2)",
+    )
+    limits.add_argument(
+        "--keep-alive",
+        default=os.environ.get("CANDOR_KEEP_ALIVE", "5m"),
+        help="how long an idle model stays loaded: '5m', '30s', 0, -1 = forever (CANDOR_KEEP_ALIVE)",
+    )
     parser.set_defaults(handler=handle)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise CandorError(f"{name}={raw!r} is not a whole number") from None
+
+
+def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
+    """The scheduler's limits from the flags (or their environment variables)."""
+    from candor.scheduler import SchedulerConfig
+    from candor.server.options import keep_alive_seconds
+
+    for flag, value, low in (("--parallel", args.parallel, 1), ("--max-queue", args.max_queue, 0)):
+        if value < low:
+            raise CandorError(f"{flag} must be at least {low}; got {value}")
+    if args.max_loaded < 1:
+        raise CandorError(f"--max-loaded must be at least 1; got {args.max_loaded}")
+    keep_alive = keep_alive_seconds(args.keep_alive)
+    return SchedulerConfig(
+        parallel=args.parallel,
+        queue_max=args.max_queue,
+        max_loaded=args.max_loaded,
+        keep_alive=SchedulerConfig.keep_alive if keep_alive is None else keep_alive,
+        allow_paths=False,  # requests name models; they never name files
+    )
 
 
 def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
@@ -70,6 +127,7 @@ def handle(args: argparse.Namespace) -> int:
     """Check the port, then run uvicorn until Ctrl-C."""
     import uvicorn
 
+    from candor.scheduler import Scheduler
     from candor.server.app import ServerSettings, create_app
 
     host, port = bind_address(args.host, args.port)
@@ -90,7 +148,7 @@ def handle(args: argparse.Namespace) -> int:
         allowed_hosts=frozenset(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
     )
-    app = create_app(settings)
+    app = create_app(settings, scheduler=Scheduler(config=scheduler_config(args)))
     print(f"candor serving on http://{host}:{port} (Ollama API at /api, OpenAI API at /v1)", file=sys.stderr)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -109,6 +110,13 @@ class Registry:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self.index)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            fix = "free disk space" if exc.errno == errno.ENOSPC else "check that candor may write there"
+            raise CandorError(
+                f"cannot write the model index {self.index} ({exc.strerror}); {fix} and run the command "
+                "again (the index is unchanged)"
+            ) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -512,10 +512,6 @@ def test_a_full_disk_is_a_clear_error_and_the_pull_resumes(
     assert_pulled(places, model_bytes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="candor/store/registry.py Registry._write lets ENOSPC out as a bare OSError (reported)",
-)
 def test_a_full_disk_under_candor_home_is_a_clear_error(
     hub: PausingHub,
     puller: Puller,
