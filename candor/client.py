@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
 
-from candor.errors import CandorError
+from candor.errors import Busy, CandorError, InvalidParameter, ModelNotFound
 
 
 def server_url() -> str:
@@ -45,6 +47,55 @@ def call(base: str, method: str, path: str, body: dict[str, Any] | None = None) 
         ) from None
     data = answer.json() if answer.content else {}
     if answer.status_code >= 400:
-        message = data.get("error") if isinstance(data, dict) else None
-        raise CandorError(str(message or f"the server answered {answer.status_code}"))
+        raise _error(answer.status_code, data)
     return data
+
+
+_ERRORS: dict[int, type[CandorError]] = {400: InvalidParameter, 404: ModelNotFound, 503: Busy}
+
+
+def _error(status: int, data: Any) -> CandorError:
+    """The server's error body as the candor error its status stands for."""
+    message = data.get("error") if isinstance(data, dict) else None
+    if isinstance(message, dict):  # OpenAI's shape
+        message = message.get("message")
+    return _ERRORS.get(status, CandorError)(str(message or f"the server answered {status}"))
+
+
+def stream(
+    base: str,
+    path: str,
+    body: dict[str, Any],
+    on_headers: Callable[[Mapping[str, str]], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """POST a streaming Ollama request and yield its NDJSON lines; closing the iterator hangs up, which
+    cancels the generation on the server. An error line becomes a CandorError."""
+    try:
+        with httpx.stream(
+            "POST", base + path, json=body, headers=_auth(), timeout=httpx.Timeout(60, read=None)
+        ) as answer:
+            if answer.status_code >= 400:
+                answer.read()
+                try:
+                    data = answer.json()
+                except ValueError:
+                    data = {}
+                raise _error(answer.status_code, data)
+            if on_headers is not None:
+                on_headers(answer.headers)
+            for line in answer.iter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    raise CandorError(
+                        f"the server at {base} sent a line that is not JSON: {line[:80]!r}"
+                    ) from None
+                if "error" in item:
+                    raise CandorError(str(item["error"]))
+                yield item
+    except httpx.HTTPError as exc:
+        raise CandorError(
+            f"the candor server at {base} stopped answering ({exc}); is it still running?"
+        ) from None

@@ -1,15 +1,22 @@
-"""`candor run`: stream a model's answer to one prompt, or chat with it interactively."""
+"""`candor run`: stream a model's answer to one prompt, or chat with it interactively.
+
+A prompt goes through a running `candor serve` when there is one (the model stays loaded there for the
+next run); without one, or for a .gguf path, the model is loaded in this process."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from candor.cli import repl
 from candor.cli.stats import print_stats
+from candor.client import running_server, stream
+from candor.errors import InvalidParameter
 from candor.model import Model, load
-from candor.types import Chunk, Message, SamplingParams
+from candor.types import Chunk, FinishReason, Message, SamplingParams, Timings, Usage
 
 EXAMPLES = """examples:
   candor run                                   chat with the embedded default model
@@ -47,6 +54,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (CANDOR_THREADS)")
     parser.add_argument("--verbose", action="store_true", help="print timings and tokens/s after each answer")
     parser.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="load the model in this process even when a candor server is running",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -85,6 +97,11 @@ def handle(args: argparse.Namespace) -> int:
     piped = "" if sys.stdin.isatty() else sys.stdin.read()
     if piped.strip():
         prompt = f"{prompt}\n\n{piped}" if prompt else piped
+    if args.ctx is not None and args.ctx < 1:
+        raise InvalidParameter(f"ctx must be a whole number of at least 1; got {args.ctx}")
+    base = None if args.local or not prompt.strip() or _is_path(model_ref) else running_server()
+    if base is not None:
+        return run_on_server(base, model_ref, prompt, args)
     with load(model_ref, ctx=args.ctx, threads=args.threads) as model:
         if not prompt.strip() and sys.stdin.isatty():
             return repl.chat_loop(model, params, system=args.system, raw=args.raw, verbose=args.verbose)
@@ -101,6 +118,101 @@ def handle(args: argparse.Namespace) -> int:
         if args.verbose and last is not None:
             print_stats(last, sys.stderr)
     return 0
+
+
+def _is_path(model_ref: str | None) -> bool:
+    """A file the user names is loaded here: the server takes model names, never paths."""
+    if model_ref is None:
+        return False
+    return (
+        model_ref.endswith(".gguf")
+        or model_ref.startswith(("/", "./", "../", "~"))
+        or Path(model_ref).expanduser().is_file()
+    )
+
+
+def server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags as the request's Ollama options (unset flags are left to the model's defaults)."""
+    values = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "seed": args.seed,
+        "num_predict": args.max_tokens,
+        "num_ctx": args.ctx,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def run_on_server(base: str, model_ref: str | None, prompt: str, args: argparse.Namespace) -> int:
+    """Stream the answer from the running server: /api/generate for --raw, /api/chat otherwise."""
+    from candor.defaults import DEFAULT_MODEL_NAME
+
+    model = model_ref or DEFAULT_MODEL_NAME
+    if args.threads is not None:
+        print(
+            f"note: the candor server at {base} uses its own threads; --threads applies with --local",
+            file=sys.stderr,
+        )
+    body: dict[str, Any] = {"model": model, "options": server_options(args), "stream": True}
+    if args.raw:
+        body.update(prompt=prompt, raw=True)
+        lines = stream(base, "/api/generate", body)
+    else:
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        body["messages"] = [*system, {"role": "user", "content": prompt}]
+
+        def disclose(headers: Mapping[str, str]) -> None:
+            fmt = headers.get("x-candor-chat-format", "")
+            if fmt.startswith("fallback"):
+                name = fmt.partition(";")[2].strip()
+                print(
+                    f"note: {model}: no chat template of its own; fallback chat format '{name}'",
+                    file=sys.stderr,
+                )
+
+        lines = stream(base, "/api/chat", body, on_headers=disclose)
+    last = write_lines(lines, sys.stdout, sys.stderr)
+    if args.verbose and last is not None:
+        print_stats(last, sys.stderr)
+    return 0
+
+
+def write_lines(lines: Any, out: TextIO, err: TextIO) -> Chunk | None:
+    """Print a server's NDJSON answer as it arrives (reasoning on `err`); return its counters as a Chunk."""
+    last: Chunk | None = None
+    for line in lines:
+        message = line.get("message") or {}
+        if message.get("thinking"):
+            err.write(message["thinking"])
+            err.flush()
+        text = line.get("response") if "response" in line else message.get("content")
+        if text:
+            out.write(text)
+            out.flush()
+        if line.get("done"):
+            last = final_chunk(line)
+    out.write("\n")
+    out.flush()
+    return last
+
+
+def final_chunk(line: Mapping[str, Any]) -> Chunk:
+    """An Ollama final line's counters (nanoseconds) as the Chunk that --verbose prints."""
+    ns = 1e9
+    reason = line.get("done_reason")
+    return Chunk(
+        "",
+        finish_reason=FinishReason(reason) if reason in ("stop", "length") else None,
+        usage=Usage(int(line.get("prompt_eval_count", 0)), int(line.get("eval_count", 0))),
+        timings=Timings(
+            prompt_seconds=line.get("prompt_eval_duration", 0) / ns,
+            decode_seconds=line.get("eval_duration", 0) / ns,
+            load_seconds=line.get("load_duration", 0) / ns,
+        ),
+    )
 
 
 def disclose_fallback(model: Model, *, raw: bool) -> None:

@@ -6,16 +6,27 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from candor import __version__
 from candor.errors import CandorError
 from candor.scheduler import Scheduler, SchedulerConfig
-from candor.server.errors import body_too_large_handler, candor_error_handler, validation_error_handler
+from candor.server.errors import (
+    body_too_large_handler,
+    candor_error_handler,
+    client_gone_handler,
+    http_error_handler,
+    validation_error_handler,
+)
 from candor.server.ollama.routes import router as ollama_router
 from candor.server.ollama.store_routes import router as ollama_store_router
 from candor.server.openai.routes import router as openai_router
+from candor.server.openapi import candor_openapi
 from candor.server.ops import router as ops_router
 from candor.server.security import BodyTooLarge, Guard, machine_names
+from candor.server.streaming import ClientGone
+from candor.server.web import BrowserRedirect
+from candor.server.web import router as web_router
 
 
 @dataclass(frozen=True)
@@ -44,14 +55,21 @@ def create_app(settings: ServerSettings | None = None, scheduler: Scheduler | No
     app.add_exception_handler(CandorError, candor_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(BodyTooLarge, body_too_large_handler)
+    app.add_exception_handler(ClientGone, client_gone_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.include_router(ollama_router)
     app.include_router(ollama_store_router)
     app.include_router(openai_router)
     app.include_router(ops_router)
+    app.include_router(web_router)
+    app.add_middleware(BrowserRedirect)  # a browser opening / gets the chat page; clients keep the text
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health")
     async def health() -> dict[str, str]:
+        """Answer while the server runs (no API key needed): for load balancers and probes."""
         return {"status": "ok"}
+
+    app.openapi = lambda: candor_openapi(app)  # type: ignore[method-assign]
 
     if server.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -67,6 +85,11 @@ def create_app(settings: ServerSettings | None = None, scheduler: Scheduler | No
     if not server.loopback_only:
         allowed |= machine_names() | {server.host}
     app.add_middleware(
-        Guard, allowed_hosts=allowed, loopback_only=server.loopback_only, api_key=server.api_key
+        Guard,
+        allowed_hosts=allowed,
+        loopback_only=server.loopback_only,
+        api_key=server.api_key,
+        allowed_origins=server.cors_origins,
+        max_body_bytes=server.max_body_bytes,
     )
     return app

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from candor import errors
 
@@ -64,3 +65,23 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 async def body_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
     """A chunked request body went past the server's cap."""
     return error_response(request, 413, f"the request body is too large ({exc})", "body_too_large")
+
+
+async def client_gone_handler(request: Request, exc: Exception) -> Response:
+    """Nobody is left to read an answer: close with nginx's 499 (client closed request)."""
+    return Response(status_code=499)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (an unreadable body, an unknown route, a wrong method) in each API's shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code < 400:  # not an error: nothing to reshape
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    # FastAPI's only 400 of its own: a body it could not decode (invalid UTF-8, nesting past its limit).
+    message = (
+        "the request body is not valid JSON in UTF-8; send a JSON object" if exc.status_code == 400 else ""
+    )
+    message = message or str(exc.detail)
+    response = error_response(request, exc.status_code, message, "http_error")
+    response.headers.update(exc.headers or {})
+    return response

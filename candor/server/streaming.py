@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.requests import Request
 
 from candor.errors import CandorError
 from candor.scheduler import RequestHandle
-from candor.types import Chunk
+from candor.types import Chunk, TokenLogprob
 
 
 async def chunks_of(handle: RequestHandle) -> AsyncIterator[Chunk]:
@@ -50,19 +54,54 @@ def merged(first: Chunk, second: Chunk) -> Chunk:
     """Two consecutive chunks as one (the second's finish reason, usage and timings)."""
     return Chunk(
         first.text + second.text,
-        first.tokens + second.tokens,
-        second.finish_reason,
-        second.usage,
-        second.timings,
+        tokens=first.tokens + second.tokens,
+        logprobs=first.logprobs + second.logprobs,
+        finish_reason=second.finish_reason,
+        usage=second.usage,
+        timings=second.timings,
     )
 
 
-async def collect(handle: RequestHandle) -> tuple[str, Chunk]:
-    """The whole text and the final chunk (usage, timings, finish reason)."""
+@dataclass(frozen=True)
+class Collected:
+    """A whole generation: its text, its final chunk (finish reason, usage, timings), every logprob."""
+
+    text: str
+    last: Chunk
+    logprobs: tuple[TokenLogprob, ...]
+
+
+class ClientGone(Exception):
+    """The client hung up before a whole (non-streamed) answer was ready; its generation was cancelled."""
+
+
+async def collect(handle: RequestHandle, request: Request | None = None) -> Collected:
+    """Read the handle to its end; if the client of `request` hangs up meanwhile, cancel the generation
+    (freeing its slot at once) and raise ClientGone."""
+    reading = asyncio.ensure_future(_read_all(handle))
+    if request is None:
+        return await reading
+    while True:
+        done, _ = await asyncio.wait({reading}, timeout=DISCONNECT_POLL_SECONDS)
+        if done:
+            return reading.result()
+        if await request.is_disconnected():
+            reading.cancel()  # chunks_of's cleanup cancels the handle
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            raise ClientGone
+
+
+DISCONNECT_POLL_SECONDS = 0.25  # how soon a hung-up client's generation stops
+
+
+async def _read_all(handle: RequestHandle) -> Collected:
     parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
     last: Chunk | None = None
     async for chunk in chunks_of(handle):
         parts.append(chunk.text)
+        logprobs.extend(chunk.logprobs)
         last = chunk
     assert last is not None
-    return "".join(parts), last
+    return Collected("".join(parts), last, tuple(logprobs))

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import ClassVar
 
+import httpx
+import ollama
 import pexpect
 import pytest
+from test_server import MODEL, start
 
 import candor
 
 CANDOR = [sys.executable, "-m", "candor"]
 
 
-def run_cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: str | None = None, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CANDOR, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+        [*CANDOR, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else os.environ.copy(),
     )
 
 
@@ -200,3 +213,98 @@ def test_ctrl_d_leaves_the_chat(default_model_path: Path) -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def test_run_goes_through_a_running_candor_server(tmp_path: Path) -> None:
+    proc, url = start(tmp_path / "serve-home")
+    env = {**os.environ, "CANDOR_HOST": url.removeprefix("http://")}
+    try:
+        before = metric(url, "candor_requests_total")
+        flags = ("--temperature", "0", "--max-tokens", "12")
+        result = run_cli("run", "Name a colour.", *flags, env=env)
+        assert result.returncode == 0, result.stderr
+        assert metric(url, "candor_requests_total") == before + 1  # answered by the server
+        assert "fallback chat format 'gemma'" in result.stderr
+        direct = ollama.Client(host=url).chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Name a colour."}],
+            options={"temperature": 0, "num_predict": 12},
+        )
+        assert result.stdout == (direct.message.content or "") + "\n"
+        local = run_cli("run", "Name a colour.", *flags, "--local", env=env)
+        assert local.returncode == 0 and local.stdout == result.stdout  # same answer in-process
+        assert metric(url, "candor_requests_total") == before + 2  # only the direct call added one
+
+        raw = run_cli(
+            "run",
+            MODEL,
+            "--raw",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+            "--verbose",
+            stdin="The capital of France is",
+            env=env,
+        )
+        assert raw.returncode == 0, raw.stderr
+        expected = ollama.Client(host=url).generate(
+            model=MODEL,
+            prompt="The capital of France is",
+            raw=True,
+            options={"temperature": 0, "num_predict": 8},
+        )
+        assert raw.stdout == expected.response + "\n"
+        assert "eval count:           8 token(s)" in raw.stderr and "fallback" not in raw.stderr
+        assert metric(url, "candor_requests_total") == before + 4
+
+        missing = run_cli("run", "nosuchmodel:7b", "hi", env=env)
+        assert missing.returncode == 1 and "no model named 'nosuchmodel:7b'" in missing.stderr
+        no_traceback(missing)
+        bad = run_cli("run", "hi there", "--top-k", "-3", env=env)
+        assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "top_k" in bad.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+class _OllamaLike(http.server.BaseHTTPRequestHandler):
+    """Answers /api/version as an Ollama does (no candor marker) and records every other request."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        body = json.dumps({"version": "0.12.0"}).encode() if self.path == "/api/version" else b"{}"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_run_never_mistakes_an_ollama_for_a_candor_server() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OllamaLike)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {**os.environ, "CANDOR_HOST": f"127.0.0.1:{server.server_address[1]}"}
+        result = run_cli("run", "Say hello.", "--max-tokens", "4", "--seed", "1", env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip()  # answered in-process
+        assert _OllamaLike.seen == ["/api/version"]  # asked who it is, sent it nothing else
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -183,17 +183,20 @@ def test_foreign_host_is_refused(server: str) -> None:
 
 
 def test_a_client_that_disconnects_frees_its_slot(server: str) -> None:
+    def metric(name: str) -> float:
+        lines = httpx.get(server + "/metrics").text.splitlines()
+        return float(next(line for line in lines if line.startswith(name + " ")).split()[1])
+
+    cancelled = metric("candor_requests_cancelled_total")
     body = {"model": MODEL, "prompt": "Tell a long story", "options": {"num_predict": 4000}}
     with httpx.stream("POST", server + "/api/generate", json=body, timeout=60) as response:
         for _ in response.iter_lines():
             break  # first token, then hang up
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        ps = httpx.get(server + "/api/ps").json()["models"]
-        metrics_ok = ps and True
-        if metrics_ok:
-            break
+    while time.monotonic() < deadline and metric("candor_requests_active") > 0:
         time.sleep(0.1)
+    assert metric("candor_requests_active") == 0
+    assert metric("candor_requests_cancelled_total") == cancelled + 1
     client = ollama.Client(host=server)
     done = client.generate(model=MODEL, prompt="Hi", options={"num_predict": 3})
     assert done.eval_count == 3

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from candor.identity import ModelCard
-from candor.types import Chunk
+from candor.types import Chunk, TokenLogprob
 
 NS = 1_000_000_000
 
@@ -50,6 +51,18 @@ def chat_chunk(model: str, chunk: Chunk) -> dict[str, Any]:
     if chunk.finish_reason is not None:
         line.update(done=True, done_reason=chunk.finish_reason.value, **metrics(chunk))
     return line
+
+
+def _token(piece: bytes, logprob: float) -> dict[str, Any]:
+    return {"token": piece.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(piece)}
+
+
+def logprobs(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """Ollama's `logprobs`: each token with its log-probability and the most likely alternatives."""
+    return [
+        {**_token(e.piece, e.logprob), "top_logprobs": [_token(piece, lp) for piece, lp in e.top]}
+        for e in entries
+    ]
 
 
 def family(card: ModelCard) -> str:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from candor.server.limits import refuse_surrogates
+from candor.types import MAX_TOP_LOGPROBS
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_text(cls, data: Any) -> Any:
+        return refuse_surrogates(data)
 
 
 class GenerateRequest(_Request):
@@ -24,6 +32,8 @@ class GenerateRequest(_Request):
     options: dict[str, Any] = Field(default_factory=dict)
     keep_alive: str | float | int | None = None
     think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class ChatMessage(_Request):
@@ -44,6 +54,8 @@ class ChatRequest(_Request):
     options: dict[str, Any] = Field(default_factory=dict)
     keep_alive: str | float | int | None = None
     think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class EmbedRequest(_Request):

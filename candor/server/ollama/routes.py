@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from candor import __version__
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
-from candor.prompt.replies import ThinkingSplitter
-from candor.scheduler import RequestHandle, Scheduler
+from candor.prompt.replies import ToolCall
+from candor.scheduler import LoadedModel, RequestHandle, Scheduler
+from candor.server.limits import check_grammar_option
 from candor.server.ollama import convert
 from candor.server.ollama.protocol import (
     ChatRequest,
@@ -24,11 +25,11 @@ from candor.server.ollama.protocol import (
     GenerateRequest,
     ModelRequest,
 )
-from candor.server.options import context_option, keep_alive_seconds
-from candor.server.replies import plan_reply, read_reply
-from candor.server.streaming import chunks_of, collect
+from candor.server.options import check_options, context_option, keep_alive_seconds, logprobs_option
+from candor.server.replies import ReplyStream, plan_reply, read_reply
+from candor.server.streaming import Collected, chunks_of, collect
 from candor.store.licenses import license_texts, readable
-from candor.types import Chunk, FinishReason, Message
+from candor.types import Chunk, FinishReason, Message, SamplingParams
 
 OLLAMA_COMPAT_VERSION = "0.12.0"  # the Ollama API level candor speaks; clients check for a minimum
 NDJSON = "application/x-ndjson"
@@ -94,7 +95,8 @@ def _load_only(request: Request, name: str, keep_alive: float | None, chat: bool
     return body
 
 
-@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+@router.get("/")
+@router.head("/")
 async def root() -> PlainTextResponse:
     """Ollama clients probe this."""
     return PlainTextResponse("Ollama is running")
@@ -111,85 +113,133 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
     """Complete a prompt (the chat template applies unless `raw`)."""
     _refuse_unsupported(body.images, body.think)
     options = with_format(body.options, body.format)
+    check_options(options)
+    check_grammar_option(options, "the format (or grammar)")
     keep_alive = keep_alive_seconds(body.keep_alive)
+    logprobs = logprobs_option(body.logprobs, body.top_logprobs)
     if not body.prompt and not body.system:
         return _load_only(request, body.model, keep_alive, chat=False)
     sched = scheduler_of(request)
     ctx = context_option(body.options)
+    params = _params(sched.load(body.model, ctx=ctx, keep_alive=keep_alive), logprobs)
     if body.raw:
-        handle = sched.generate(body.model, body.prompt, options=options, keep_alive=keep_alive, ctx=ctx)
+        handle = sched.generate(
+            body.model, body.prompt, options=options, params=params, keep_alive=keep_alive, ctx=ctx
+        )
     else:
         messages = ([Message("system", body.system)] if body.system else []) + [Message("user", body.prompt)]
-        handle = sched.chat(body.model, messages, options=options, keep_alive=keep_alive, ctx=ctx)
-    if body.stream:
-        return StreamingResponse(
-            _ndjson(handle, lambda c: convert.generate_chunk(body.model, c)), media_type=NDJSON
+        handle = sched.chat(
+            body.model, messages, options=options, params=params, keep_alive=keep_alive, ctx=ctx
         )
-    text, last = await collect(handle)
-    return convert.generate_chunk(body.model, _whole(text, last))
+
+    def line(chunk: Chunk) -> dict[str, Any]:
+        out = convert.generate_chunk(body.model, chunk)
+        if logprobs is not None:
+            out["logprobs"] = convert.logprobs(chunk.logprobs)
+        return out
+
+    if body.stream:
+        return StreamingResponse(_ndjson(handle, line), media_type=NDJSON)
+    whole = await collect(handle, request)
+    return line(_whole(whole.text, whole))
 
 
-def _whole(text: str, last: Chunk) -> Chunk:
-    return Chunk(text, (), last.finish_reason or FinishReason.STOP, last.usage, last.timings)
+def _params(loaded: LoadedModel, logprobs: int | None) -> SamplingParams | None:
+    """The model's defaults with the request's logprobs (None: the scheduler's defaults as they are)."""
+    return None if logprobs is None else loaded.defaults.with_overrides(logprobs=logprobs)
+
+
+def _whole(text: str, whole: Collected) -> Chunk:
+    last = whole.last
+    return Chunk(
+        text,
+        logprobs=whole.logprobs,
+        finish_reason=last.finish_reason or FinishReason.STOP,
+        usage=last.usage,
+        timings=last.timings,
+    )
+
+
+def _fallback_header(loaded: LoadedModel) -> dict[str, str]:
+    """Say in a header when the model chats through a fallback format rather than its own template."""
+    fmt = loaded.chat_format
+    return {"X-Candor-Chat-Format": f"fallback; {fmt.name}"} if fmt.is_fallback else {}
 
 
 @router.post("/api/chat", response_model=None)
-async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]:
+async def chat(body: ChatRequest, request: Request) -> Response:
     """Answer a conversation; tools and thinking are read out of the reply."""
     _refuse_unsupported([i for m in body.messages for i in (m.images or [])], None)
     keep_alive = keep_alive_seconds(body.keep_alive)
+    logprobs = logprobs_option(body.logprobs, body.top_logprobs)
     if not body.messages:
-        return _load_only(request, body.model, keep_alive, chat=True)
+        return JSONResponse(_load_only(request, body.model, keep_alive, chat=True))
     sched = scheduler_of(request)
     ctx = context_option(body.options)
     loaded = sched.load(body.model, ctx=ctx, keep_alive=keep_alive)
     plan = plan_reply(loaded, body.tools, "auto", body.think)
     options = with_format(body.options, body.format)
+    check_options(options)
+    check_grammar_option(options, "the format (or grammar)")
     messages = [
         Message.coerce(
             {"role": m.role, "content": m.content or "", "tool_calls": m.tool_calls, "tool_name": m.tool_name}
         )
         for m in body.messages
     ]
+    reader = ReplyStream.for_request(loaded, plan, messages) if body.stream else None
     handle = sched.chat(
         body.model,
         messages,
         options=options,
+        params=_params(loaded, logprobs),
         keep_alive=keep_alive,
         ctx=ctx,
         tools=plan.tools,
         variables=plan.variables,
     )
-    if body.stream and not plan.buffered:
-        return StreamingResponse(_chat_lines(handle, body.model, plan.thinking), media_type=NDJSON)
-    text, last = await collect(handle)
-    reply = read_reply(loaded, plan, text)
-    line = convert.chat_chunk(body.model, _whole(reply.content, last))
-    if reply.thinking:
-        line["message"]["thinking"] = reply.thinking
-    if reply.tool_calls:
+    headers = _fallback_header(loaded)
+    if reader is not None:
+        lines = _chat_lines(handle, body.model, reader, logprobs is not None)
+        return StreamingResponse(lines, media_type=NDJSON, headers=headers)
+    whole = await collect(handle, request)
+    reply = read_reply(loaded, plan, whole.text)
+    line = convert.chat_chunk(body.model, _whole(reply.content, whole))
+    _add_reply(line, reply.thinking, reply.tool_calls)
+    if logprobs is not None:
+        line["logprobs"] = convert.logprobs(whole.logprobs)
+    return JSONResponse(line, headers=headers)
+
+
+def _add_reply(line: dict[str, Any], thinking: str | None, calls: Sequence[ToolCall]) -> None:
+    if thinking:
+        line["message"]["thinking"] = thinking
+    if calls:
         line["message"]["tool_calls"] = [
-            {"function": {"name": c.name, "arguments": c.arguments}} for c in reply.tool_calls
+            {"function": {"name": c.name, "arguments": c.arguments}} for c in calls
         ]
-    if body.stream:
-        return StreamingResponse(iter([(json.dumps(line) + "\n").encode()]), media_type=NDJSON)
-    return line
 
 
-async def _chat_lines(handle: RequestHandle, model: str, thinking: bool) -> AsyncIterator[bytes]:
-    """Stream a chat; with thinking, text inside <think> goes to `thinking`, the rest to `content`."""
-    splitter = ThinkingSplitter() if thinking else None
+async def _chat_lines(
+    handle: RequestHandle, model: str, reader: ReplyStream, logprobs: bool
+) -> AsyncIterator[bytes]:
+    """Stream a chat: reasoning to `thinking` and the answer to `content` as they come; tool calls at the
+    end (their text is held back, so it never shows as content)."""
     try:
         async for chunk in chunks_of(handle):
             line = convert.chat_chunk(model, chunk)
-            if splitter is not None:
-                thought, content = splitter.push(chunk.text)
-                if chunk.finish_reason is not None:
-                    more_thought, more_content = splitter.flush()
-                    thought, content = thought + more_thought, content + more_content
-                line["message"]["content"] = content
-                if thought:
-                    line["message"]["thinking"] = thought
+            piece = reader.push(chunk.text)
+            thinking, content = piece.thinking, piece.content
+            calls: tuple[ToolCall, ...] = ()
+            if chunk.finish_reason is not None:
+                rest = reader.finish()
+                thinking += rest.thinking or ""
+                content += rest.content
+                calls = rest.tool_calls
+            line["message"]["content"] = content
+            _add_reply(line, thinking, calls)
+            if logprobs:
+                line["logprobs"] = convert.logprobs(chunk.logprobs)
             yield (json.dumps(line) + "\n").encode()
     except CandorError as exc:
         yield (json.dumps({"error": str(exc)}) + "\n").encode()

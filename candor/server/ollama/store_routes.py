@@ -10,11 +10,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from candor.errors import CandorError, InvalidParameter
 from candor.options import SAMPLING_OPTIONS
 from candor.scheduler import Scheduler
+from candor.server.limits import refuse_surrogates
 from candor.store.names import parse_name
 from candor.store.registry import now_iso
 
@@ -22,16 +23,23 @@ NDJSON = "application/x-ndjson"
 router = APIRouter()
 
 
-class PullRequest(BaseModel):
+class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_text(cls, data: Any) -> Any:
+        return refuse_surrogates(data)
+
+
+class PullRequest(_Request):
     model: str | None = None
     name: str | None = None
     stream: bool = True
     insecure: bool = False
 
 
-class CreateRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class CreateRequest(_Request):
     model: str = Field(min_length=1)
     from_: str | None = Field(default=None, alias="from")
     system: str | None = None

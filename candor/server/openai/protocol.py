@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from candor.server.limits import refuse_surrogates
+from candor.server.options import MAX_CTX
+from candor.types import MAX_TOP_LOGPROBS
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_text(cls, data: Any) -> Any:
+        return refuse_surrogates(data)
 
 
 class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class ChatMessage(_Request):
+class ChatCompletionMessage(_Request):
     role: str
     content: str | list[dict[str, Any]] | None = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -27,8 +36,8 @@ class _Sampling(_Request):
     model: str = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_CTX)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_CTX)
     temperature: float | None = Field(default=None, ge=0, le=100)
     top_p: float | None = Field(default=None, ge=0, le=1)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -45,15 +54,17 @@ class _Sampling(_Request):
     grammar: str | None = None  # llama-server's GBNF extension
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    logprobs: bool | int | None = None
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatCompletionMessage] = Field(min_length=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] = ""
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)  # N: the N likeliest tokens too
 
 
 class EmbeddingRequest(_Request):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +13,9 @@ from fastapi.responses import Response, StreamingResponse
 
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
-from candor.scheduler import RequestHandle, Scheduler
+from candor.prompt.replies import ToolCall
+from candor.scheduler import LoadedModel, RequestHandle, Scheduler
+from candor.server.limits import check_grammar
 from candor.server.openai import convert
 from candor.server.openai.protocol import (
     ChatCompletionRequest,
@@ -20,9 +23,10 @@ from candor.server.openai.protocol import (
     EmbeddingRequest,
     _Sampling,
 )
-from candor.server.replies import plan_reply, read_reply
+from candor.server.options import logprobs_option
+from candor.server.replies import ReplyStream, plan_reply, read_reply
 from candor.server.streaming import chunks_of, collect
-from candor.types import Chunk, Message
+from candor.types import Chunk, Message, SamplingParams
 
 router = APIRouter(prefix="/v1")
 
@@ -35,8 +39,6 @@ def scheduler_of(request: Request) -> Scheduler:
 
 def options_of(body: _Sampling) -> dict[str, Any]:
     """OpenAI (and llama-server) fields -> Ollama-named options."""
-    if body.logprobs:
-        raise InvalidParameter("logprobs are not supported yet by candor; omit `logprobs`")
     limit = body.max_completion_tokens or body.max_tokens
     values = {
         "temperature": body.temperature,
@@ -54,6 +56,7 @@ def options_of(body: _Sampling) -> dict[str, Any]:
         options["stop"] = [body.stop] if isinstance(body.stop, str) else list(body.stop)
     grammar = response_grammar(body.response_format) or body.grammar
     if grammar:
+        check_grammar(grammar, "the response_format schema (or grammar)")
         options["grammar"] = grammar
     return options
 
@@ -127,16 +130,25 @@ async def models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
+def _params(loaded: LoadedModel, ignore_eos: bool, logprobs: int | None) -> SamplingParams | None:
+    """The model's defaults with llama-server's ignore_eos and the request's logprobs, when asked."""
+    if not ignore_eos and logprobs is None:
+        return None
+    return loaded.defaults.with_overrides(ignore_eos=ignore_eos or None, logprobs=logprobs)
+
+
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | dict[str, Any]:
     """Chat, streamed as SSE or whole; tool calls and reasoning are read out of the reply."""
     options = options_of(body)
+    logprobs = logprobs_option(body.logprobs, body.top_logprobs)
     sched = scheduler_of(request)
     loaded = sched.load(body.model)
     plan = plan_reply(loaded, body.tools, body.tool_choice or "auto")
     if plan.grammar is not None:
         if "grammar" in options:
             raise InvalidParameter("a required tool call and response_format cannot be combined")
+        check_grammar(plan.grammar, "the forced tool call's parameters schema")
         options["grammar"] = plan.grammar
     messages = [
         Message.coerce(
@@ -144,74 +156,97 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         )
         for m in body.messages
     ]
-    params = loaded.defaults.with_overrides(ignore_eos=True) if body.ignore_eos else None
+    reader = ReplyStream.for_request(loaded, plan, messages) if body.stream else None
     handle = sched.chat(
-        body.model, messages, options=options, params=params, tools=plan.tools, variables=plan.variables
+        body.model,
+        messages,
+        options=options,
+        params=_params(loaded, body.ignore_eos, logprobs),
+        tools=plan.tools,
+        variables=plan.variables,
     )
     ident, created = convert.new_id("chatcmpl"), int(time.time())
-    include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
-    if body.stream and not plan.buffered and not plan.thinking:
-        return StreamingResponse(
-            _sse(
-                handle,
-                lambda c, first: convert.chat_delta(ident, body.model, created, c, first=first),
-                lambda last: (
-                    convert.usage_chunk(ident, "chat.completion.chunk", body.model, created, last.usage)
-                    if include_usage
-                    else None
-                ),
-            ),
-            media_type="text/event-stream",
-        )
-    text, last = await collect(handle)
-    reply = read_reply(loaded, plan, text)
-    whole = convert.chat_completion(ident, body.model, reply.content, last)
-    message, choice = whole["choices"][0]["message"], whole["choices"][0]
+    if reader is not None:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = ChatStream(ident, body.model, created, logprobs is not None, include_usage)
+        return StreamingResponse(stream.events(handle, reader), media_type="text/event-stream")
+    whole = await collect(handle, request)
+    reply = read_reply(loaded, plan, whole.text)
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    finish_reason = convert.finish(whole.last.finish_reason)
     if reply.thinking:
         message["reasoning_content"] = reply.thinking
     if reply.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
-            }
-            for c in reply.tool_calls
-        ]
+        message["tool_calls"] = convert.tool_calls(reply.tool_calls)
         message["content"] = reply.content or None
-        choice["finish_reason"] = "tool_calls"
-    if not body.stream:
-        return whole
-    return StreamingResponse(_whole_as_sse(whole, include_usage), media_type="text/event-stream")
+        finish_reason = "tool_calls"
+    return convert.chat_completion(
+        ident,
+        body.model,
+        message,
+        finish_reason=finish_reason,
+        u=whole.last.usage,
+        logprobs=convert.chat_logprobs(whole.logprobs) if logprobs is not None else None,
+    )
 
 
-async def _whole_as_sse(whole: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
-    """A reply that had to be read whole (tool calls, reasoning), sent as one delta and a finish chunk."""
-    base = {
-        "id": whole["id"],
-        "object": "chat.completion.chunk",
-        "created": whole["created"],
-        "model": whole["model"],
-    }
-    choice = whole["choices"][0]
-    delta = {
-        "role": "assistant",
-        **{k: v for k, v in choice["message"].items() if k != "role" and v is not None},
-    }
-    if "tool_calls" in delta:
-        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(delta["tool_calls"])]
-    for payload in (
-        {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]},
-        {
-            **base,
-            "choices": [
-                {"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}
-            ],
-        },
-        *([{**base, "choices": [], "usage": whole["usage"]}] if include_usage else []),
-    ):
-        yield f"data: {json.dumps(payload)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+@dataclass(frozen=True)
+class ChatStream:
+    """How one streamed chat is written: its ids, and whether it carries logprobs and a usage chunk."""
+
+    ident: str
+    model: str
+    created: int
+    logprobs: bool
+    include_usage: bool
+
+    def _event(self, payload: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    async def events(self, handle: RequestHandle, reader: ReplyStream) -> AsyncIterator[bytes]:
+        """SSE events: reasoning_content and content deltas as they come, tool calls at the end."""
+        first = True
+        try:
+            async for chunk in chunks_of(handle):
+                piece = reader.push(chunk.text)
+                thinking, content = piece.thinking, piece.content
+                calls: tuple[ToolCall, ...] = ()
+                reason = None
+                if chunk.finish_reason is not None:
+                    rest = reader.finish()
+                    thinking += rest.thinking or ""
+                    content += rest.content
+                    calls = rest.tool_calls
+                    reason = "tool_calls" if calls else convert.finish(chunk.finish_reason)
+                delta: dict[str, Any] = {"role": "assistant"} if first else {}
+                if thinking:
+                    delta["reasoning_content"] = thinking
+                if content:
+                    delta["content"] = content
+                if calls:
+                    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(convert.tool_calls(calls))]
+                logprobs = convert.chat_logprobs(chunk.logprobs) if self.logprobs else None
+                if len(delta) > int(first) or reason or (logprobs and chunk.logprobs):
+                    first = False
+                    yield self._event(
+                        convert.chat_delta(
+                            self.ident,
+                            self.model,
+                            self.created,
+                            delta,
+                            finish_reason=reason,
+                            logprobs=logprobs,
+                        )
+                    )
+                if reason is not None and self.include_usage:
+                    yield self._event(
+                        convert.usage_chunk(
+                            self.ident, "chat.completion.chunk", self.model, self.created, chunk.usage
+                        )
+                    )
+        except CandorError as exc:  # after the first byte: one error event, then close
+            yield self._event({"error": {"message": str(exc), "type": "server_error"}})
+        yield b"data: [DONE]\n\n"
 
 
 @router.post("/completions", response_model=None)
@@ -224,16 +259,29 @@ async def completions(body: CompletionRequest, request: Request) -> Response | d
     else:
         prompt = body.prompt
     options = options_of(body)
+    logprobs = body.logprobs
     sched = scheduler_of(request)
-    params = sched.load(body.model).defaults.with_overrides(ignore_eos=True) if body.ignore_eos else None
+    params = _params(sched.load(body.model), body.ignore_eos, logprobs)
     handle = sched.generate(body.model, prompt, options=options, params=params)
     ident, created = convert.new_id("cmpl"), int(time.time())
+    offsets = convert.TextLogprobs(prompt)
+
+    def render(chunk: Chunk, text: str) -> dict[str, Any]:
+        return convert.text_chunk(
+            ident,
+            body.model,
+            created,
+            text,
+            finish_reason=convert.finish(chunk.finish_reason),
+            logprobs=offsets.convert(chunk.logprobs) if logprobs is not None else None,
+        )
+
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _sse(
                 handle,
-                lambda c, _first: convert.text_chunk(ident, body.model, created, c),
+                lambda c, _first: render(c, c.text),
                 lambda last: (
                     convert.usage_chunk(ident, "text_completion", body.model, created, last.usage)
                     if include_usage
@@ -242,10 +290,12 @@ async def completions(body: CompletionRequest, request: Request) -> Response | d
             ),
             media_type="text/event-stream",
         )
-    text, last = await collect(handle)
-    whole = convert.text_chunk(ident, body.model, created, Chunk(text, (), last.finish_reason))
-    whole["usage"] = convert.usage(last.usage)
-    return whole
+    whole = await collect(handle, request)
+    answer = render(
+        Chunk(whole.text, logprobs=whole.logprobs, finish_reason=whole.last.finish_reason), whole.text
+    )
+    answer["usage"] = convert.usage(whole.last.usage)
+    return answer
 
 
 @router.post("/embeddings")

@@ -1,0 +1,252 @@
+"""Reasoning streams as the model writes it: OpenAI's reasoning_content and Ollama's thinking, incrementally.
+
+Reply texts go through the server's stream reader and SSE writer directly; then a real server runs tiny
+models whose chat templates think (one where the model opens <think>, one where the prompt does), their
+replies shaped by a grammar, read by the official clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import ollama
+import openai
+import pytest
+from gguf_factory import write_tiny_llama
+from test_server import start
+
+from candor.prompt.replies import parse_reply, reply_format, split_thinking
+from candor.scheduler import RequestHandle
+from candor.server.openai.routes import ChatStream
+from candor.server.replies import ReplyPlan, ReplyStream
+from candor.types import Chunk, FinishReason, Usage
+
+THOUGHT = "hello the world " * 12
+ANSWER = "hello and the end"
+CALL = '{"name": "get_weather", "arguments": {"city": "oslo"}}'
+# The model writes <think> itself (Qwen3's way); enable_thinking=false closes it in the prompt.
+OPENS = (
+    "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}"
+    "<|assistant|>{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}"
+    "{% endif %}"
+)
+# The prompt opens <think> and the reply starts inside it (DeepSeek-R1 distills).
+STARTED = (
+    "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}"
+)
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def plan(*, thinking: bool = True, tools: bool = False) -> ReplyPlan:
+    return ReplyPlan([TOOL] if tools else None, None, thinking, {})
+
+
+def pushed(reader: ReplyStream, pieces: list[str]) -> tuple[list[str], list[str], Any]:
+    """Push pieces; return what could be sent after each (thinking, content) and the finish."""
+    thoughts, contents = [], []
+    for piece in pieces:
+        out = reader.push(piece)
+        thoughts.append(out.thinking)
+        contents.append(out.content)
+    return thoughts, contents, reader.finish()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+@pytest.mark.parametrize(
+    "text, started",
+    [
+        (f"<think>{THOUGHT}</think>{ANSWER}", False),
+        (f"{THOUGHT}</think>\n\n{ANSWER}", True),
+        (ANSWER, False),
+        (f"<think>{THOUGHT}", False),  # cut by the token limit while thinking
+    ],
+)
+def test_the_stream_reader_agrees_with_the_whole_reply_at_any_chunking(
+    text: str, started: bool, size: int
+) -> None:
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
+    thoughts, contents, rest = pushed(ReplyStream(plan(), None, started=started), pieces)
+    thinking = "".join(thoughts) + (rest.thinking or "")
+    content = "".join(contents) + rest.content
+    expected_thinking, expected_content = split_thinking(text)
+    assert thinking.strip() == (expected_thinking or "")
+    assert content == expected_content
+    if expected_thinking and size < len(text):
+        # Reasoning goes out while it is written, not at the end: before the last piece arrives.
+        assert "".join(thoughts[:-1]).strip()
+
+
+def test_with_tools_reasoning_streams_and_the_call_is_read_at_the_end() -> None:
+    text = f"<think>{THOUGHT}</think>{CALL}"
+    fmt = reply_format(None)
+    pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+    thoughts, contents, rest = pushed(ReplyStream(plan(tools=True), fmt), pieces)
+    assert "".join(thoughts[: len(THOUGHT) // 4]).strip()  # reasoning left before the call was written
+    assert not any(contents)  # a tool call's text never shows as content
+    whole = parse_reply(text, fmt, thinking=True)
+    assert [c.name for c in rest.tool_calls] == [c.name for c in whole.tool_calls] == ["get_weather"]
+    assert rest.tool_calls[0].arguments == {"city": "oslo"} and rest.content.strip() == ""
+
+
+def test_sse_events_carry_reasoning_content_deltas_then_content() -> None:
+    pieces = ["<thi", "nk>hello", " the world", "</th", "ink>hello", " and the end"]
+
+    async def run() -> list[dict[str, Any]]:
+        handle = RequestHandle(1, "m", lambda _id: None)
+
+        async def produce() -> None:
+            for i, piece in enumerate(pieces):
+                await asyncio.sleep(0.01)  # one chunk at a time, as a runner's steps arrive
+                last = i == len(pieces) - 1
+                handle.deliver(
+                    Chunk(
+                        piece,
+                        finish_reason=FinishReason.STOP if last else None,
+                        usage=Usage(3, 6) if last else None,
+                    )
+                )
+
+        async def consume() -> list[bytes]:
+            stream = ChatStream("chatcmpl-x", "m", 0, logprobs=False, include_usage=True)
+            return [e async for e in stream.events(handle, ReplyStream(plan(), None))]
+
+        _, events = await asyncio.gather(produce(), consume())
+        assert events[-1] == b"data: [DONE]\n\n"
+        return [json.loads(e[len(b"data: ") :]) for e in events[:-1]]
+
+    events = asyncio.run(run())
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert deltas[0]["role"] == "assistant"
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "hello the world"
+    assert "".join(d.get("content", "") for d in deltas) == "hello and the end"
+    first_content = next(i for i, d in enumerate(deltas) if d.get("content"))
+    assert all(not d.get("content") for d in deltas[:first_content])
+    assert sum(1 for d in deltas[:first_content] if d.get("reasoning_content")) >= 2
+    assert events[-1]["usage"]["completion_tokens"] == 6
+
+
+def grammar(*, opened: bool, tail: str = ANSWER, repeats: int = 12) -> str:
+    parts = [] if opened else ['"<think>"']
+    parts += [f'("hello the world " ){{{repeats}}}', '"</think>"', json.dumps(tail)]
+    return "root ::= " + " ".join(parts)
+
+
+@pytest.fixture(scope="module")
+def thinking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose store holds two tiny thinking models (32 layers: slow enough to stream in steps)."""
+    home = tmp_path_factory.mktemp("serve-think")
+    for name, template in (("opens:tiny", OPENS), ("started:tiny", STARTED)):
+        path = write_tiny_llama(home / f"{name.split(':')[0]}.gguf", chat_template=template, n_layers=32)
+        imported = subprocess.run(
+            [sys.executable, "-m", "candor", "import", str(path), "--name", name],
+            env={**os.environ, "CANDOR_HOME": str(home / "candor")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert imported.returncode == 0, imported.stderr
+    proc, url = start(home / "candor")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_openai_streams_reasoning_content_as_it_is_written(thinking_server: str) -> None:
+    client = openai.OpenAI(base_url=thinking_server + "/v1", api_key="unused")
+    for model, opened in (("opens:tiny", False), ("started:tiny", True)):
+        stream = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=200,
+            stream=True,
+            extra_body={"grammar": grammar(opened=opened)},
+        )
+        deltas = [c.choices[0].delta for c in stream if c.choices]
+        reasoning = [getattr(d, "reasoning_content", None) or "" for d in deltas]
+        content = [d.content or "" for d in deltas]
+        assert "".join(reasoning).strip() == THOUGHT.strip(), model
+        assert "".join(content) == ANSWER and "think>" not in "".join(content)
+        first_content = next(i for i, c in enumerate(content) if c)
+        assert sum(1 for r in reasoning[:first_content] if r) >= 2, model  # in steps, before the answer
+        whole = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=200,
+            extra_body={"grammar": grammar(opened=opened)},
+        )
+        message = whole.choices[0].message
+        assert getattr(message, "reasoning_content", None) == THOUGHT.strip()
+        assert message.content == ANSWER
+
+
+def test_openai_streams_reasoning_then_a_tool_call(thinking_server: str) -> None:
+    client = openai.OpenAI(base_url=thinking_server + "/v1", api_key="unused")
+    stream = client.chat.completions.create(
+        model="opens:tiny",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=[TOOL],  # type: ignore[list-item]
+        max_tokens=220,
+        stream=True,
+        extra_body={"grammar": grammar(opened=False, tail=CALL, repeats=6)},
+    )
+    chunks = [c for c in stream if c.choices]
+    reasoning = [getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks]
+    assert (
+        sum(1 for r in reasoning if r) >= 2
+        and "".join(reasoning).strip() == THOUGHT[: len(THOUGHT) // 2].strip()
+    )
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert len(calls) == 1 and calls[0].function is not None
+    assert calls[0].function.name == "get_weather" and json.loads(calls[0].function.arguments or "") == {
+        "city": "oslo"
+    }
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks).strip()
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_ollama_streams_thinking_as_it_is_written(thinking_server: str) -> None:
+    client = ollama.Client(host=thinking_server)
+    for model, opened in (("opens:tiny", False), ("started:tiny", True)):
+        parts = list(
+            client.chat(
+                model=model,
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                think=True,
+                options={"num_predict": 200, "grammar": grammar(opened=opened)},
+            )
+        )
+        thinking = [p.message.thinking or "" for p in parts]
+        content = [p.message.content or "" for p in parts]
+        assert "".join(thinking).strip() == THOUGHT.strip() and "".join(content) == ANSWER, model
+        first_content = next(i for i, c in enumerate(content) if c)
+        assert sum(1 for t in thinking[:first_content] if t) >= 2, model
+        whole = client.chat(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            options={"num_predict": 200, "grammar": grammar(opened=opened)},
+        )
+        assert whole.message.thinking == THOUGHT.strip() and whole.message.content == ANSWER
+
+
+def test_think_on_a_model_that_cannot_think_stays_a_400(thinking_server: str) -> None:
+    answer = httpx.post(
+        thinking_server + "/api/chat",
+        json={"model": "gemma-3-270m:Q4_K_M", "think": True, "messages": [{"role": "user", "content": "x"}]},
+        timeout=60,
+    )
+    assert answer.status_code == 400 and "cannot think" in answer.json()["error"]
