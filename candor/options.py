@@ -53,6 +53,8 @@ def apply_options(base: SamplingParams, options: Mapping[str, Any]) -> SamplingP
             field = SAMPLING_OPTIONS[name][0]
             if name == "num_predict" and isinstance(value, int) and value in (-1, -2):
                 value = None
+            if name == "seed" and isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                value = None  # Ollama's seed -1: a fresh random seed
             changes[field] = value
     merged = {**base.__dict__, **changes}
     return SamplingParams(**merged)

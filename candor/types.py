@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any
 
 from candor.errors import InvalidParameter
+from candor.limits import check_grammar
 
 
 class FinishReason(str, Enum):
@@ -135,6 +136,8 @@ class SamplingParams:
         object.__setattr__(self, "stop", stops)
         if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar.strip()):
             raise InvalidParameter("grammar must be non-empty GBNF text")
+        if self.grammar is not None:
+            check_grammar(self.grammar)
         if self.logprobs is not None and (
             isinstance(self.logprobs, bool)
             or not isinstance(self.logprobs, int)

@@ -148,3 +148,15 @@ def test_sampling_params_object_and_overrides_combine(tiny: candor.Model) -> Non
     params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
     done = tiny.generate("hello", stream=False, params=params, max_tokens=4)
     assert done.usage.completion_tokens == 4
+
+
+def test_text_with_a_lone_surrogate_is_a_clear_error(tiny_model_path: Path) -> None:
+    from candor.engine import NativeModel
+    from candor.errors import InvalidParameter
+
+    model = NativeModel(tiny_model_path)
+    try:
+        with pytest.raises(InvalidParameter, match="surrogate"):
+            model.tokenize("hi \ud800", add_special=True, parse_special=False)
+    finally:
+        model.close()

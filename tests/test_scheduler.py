@@ -292,3 +292,13 @@ def test_a_model_without_a_kv_cache_is_refused_for_generation(native: NativeMode
     finally:
         native.architecture = "llama"
         eng.close()
+
+
+def test_text_the_runner_cannot_encode_fails_that_request_only(
+    scheduler: Scheduler, tiny_model_path: Path
+) -> None:
+    model = str(tiny_model_path)
+    with pytest.raises(InvalidParameter, match="surrogate"):
+        list(scheduler.generate(model, "hi \ud800", params=GREEDY))
+    assert list(scheduler.generate(model, "hello", params=GREEDY))[-1].finish_reason is FinishReason.LENGTH
+    assert scheduler.metrics.snapshot()["runner_crashes"] == 0

@@ -64,3 +64,19 @@ def test_rates() -> None:
     assert timings.prompt_tokens_per_second(usage) == 200
     assert timings.decode_tokens_per_second(usage) == 5  # 10 tokens after the first, in 2 s
     assert usage.total_tokens == 111
+
+
+def test_a_grammar_nested_too_deep_for_llama_cpp_is_refused_everywhere() -> None:
+    from candor.limits import MAX_GRAMMAR_NESTING
+
+    deep = "root ::= " + "(" * (MAX_GRAMMAR_NESTING + 1) + '"a"' + ")" * (MAX_GRAMMAR_NESTING + 1)
+    with pytest.raises(InvalidParameter, match="nests"):
+        SamplingParams(grammar=deep)
+    SamplingParams(grammar='root ::= "(" [()]* ")"')  # parentheses inside literals and classes are text
+
+
+def test_ollama_seed_minus_one_means_random() -> None:
+    from candor.options import apply_options
+
+    assert apply_options(SamplingParams(seed=5), {"seed": -1}).seed is None
+    assert apply_options(SamplingParams(), {"seed": 7}).seed == 7

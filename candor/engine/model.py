@@ -8,7 +8,7 @@ from pathlib import Path
 import llama_cpp
 
 from candor.engine.native import ensure_backend
-from candor.errors import ModelClosed, ModelLoadError, UnsupportedModel
+from candor.errors import InvalidParameter, ModelClosed, ModelLoadError, UnsupportedModel
 from candor.plan.kv import NO_KV_ARCHS
 
 
@@ -80,7 +80,12 @@ class NativeModel:
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         """Text -> token ids. `parse_special` turns `<start_of_turn>`-style text into control tokens."""
         self.handle  # noqa: B018 - raises when closed
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidParameter(
+                "the text has a lone surrogate (\\ud800-\\udfff), which has no UTF-8 form; send valid Unicode"
+            ) from None
         capacity = len(data) + 8
         while True:
             out = (llama_cpp.llama_token * capacity)()
