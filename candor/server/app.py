@@ -18,6 +18,7 @@ from candor.server.errors import (
     http_error_handler,
     validation_error_handler,
 )
+from candor.server.json_body import JsonBodies
 from candor.server.ollama.routes import router as ollama_router
 from candor.server.ollama.store_routes import router as ollama_store_router
 from candor.server.openai.routes import router as openai_router
@@ -62,6 +63,7 @@ def create_app(settings: ServerSettings | None = None, scheduler: Scheduler | No
     app.include_router(openai_router)
     app.include_router(ops_router)
     app.include_router(web_router)
+    app.add_middleware(JsonBodies)  # `curl -d '{...}'` sends a form Content-Type; Ollama reads JSON anyway
     app.add_middleware(BrowserRedirect)  # a browser opening / gets the chat page; clients keep the text
 
     @app.get("/health")

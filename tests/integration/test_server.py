@@ -377,3 +377,17 @@ def test_a_forced_tool_call_with_the_ollama_client(server: str) -> None:
         json={"model": MODEL, "think": True, "messages": [{"role": "user", "content": "x"}]},
     )
     assert refused.status_code == 400 and "cannot think" in refused.json()["error"]
+
+
+def test_curl_style_bodies_without_a_json_content_type_are_read_as_json(server: str) -> None:
+    # `curl URL -d '{...}'` (Ollama's documented examples) sends application/x-www-form-urlencoded.
+    for path, body in (
+        ("/api/generate", {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 2}}),
+        ("/v1/completions", {"model": MODEL, "prompt": "Hi", "max_tokens": 2}),
+    ):
+        for content_type in ("application/x-www-form-urlencoded", None):
+            headers = {"content-type": content_type} if content_type else {}
+            answer = httpx.post(server + path, content=json.dumps(body), headers=headers, timeout=120)
+            assert answer.status_code == 200, answer.text
+    refused = httpx.post(server + "/api/generate", content=b"model=x", headers={"content-type": "text/plain"})
+    assert refused.status_code == 400 and "error" in refused.json()
