@@ -53,7 +53,7 @@ def apply_options(base: SamplingParams, options: Mapping[str, Any]) -> SamplingP
             field = SAMPLING_OPTIONS[name][0]
             if name == "num_predict" and isinstance(value, int) and value in (-1, -2):
                 value = None
-            if name == "seed" and isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            if name == "seed" and value == -1 and not isinstance(value, bool):
                 value = None  # Ollama's seed -1: a fresh random seed
             changes[field] = value
     merged = {**base.__dict__, **changes}
