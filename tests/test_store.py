@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -64,10 +65,10 @@ def test_registry_writes_atomically_and_survives_a_failed_write(
     before = registry.index.read_bytes()
 
     def broken_replace(src: str, dst: str) -> None:
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(candor.CandorError, match="free disk space"):
         registry.put(StoreEntry(name="b:latest", path="/y.gguf", size=1, sha256=None, source="file"))
     monkeypatch.undo()
     assert registry.index.read_bytes() == before  # the old index is intact

@@ -114,8 +114,8 @@ class Registry:
             Path(tmp).unlink(missing_ok=True)
             fix = "free disk space" if exc.errno == errno.ENOSPC else "check that candor may write there"
             raise CandorError(
-                f"cannot write the model index {self.index} ({exc.strerror}); {fix} and run the command "
-                "again (the index is unchanged)"
+                f"cannot write the model index {self.index} ({exc.strerror or exc}); {fix} and run the "
+                "command again (the index is unchanged)"
             ) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
