@@ -260,11 +260,11 @@ def test_two_names_for_one_file_share_one_runner(scheduler: Scheduler, tiny_mode
     # Each name keeps its own defaults even though the runner is shared.
     assert scheduler.defaults("tiny:b").temperature == 0
     assert scheduler.defaults("tiny:a").temperature == SamplingParams().temperature
-    # Removing one name unloads the file; the other name loads it again.
+    # Removing one name keeps the runner for the other; removing the last unloads the file.
     assert scheduler.unload_name("tiny:b")
-    assert scheduler.loaded() == []
-    list(scheduler.generate("tiny:a", "hello", params=GREEDY))
     assert [m["names"] for m in scheduler.loaded()] == [["tiny:a"]]
+    assert scheduler.unload_name("tiny:a")
+    assert scheduler.loaded() == []
 
 
 def test_keep_alive_zero_unloads_even_when_the_request_fails_early(
@@ -302,3 +302,41 @@ def test_text_the_runner_cannot_encode_fails_that_request_only(
         list(scheduler.generate(model, "hi \ud800", params=GREEDY))
     assert list(scheduler.generate(model, "hello", params=GREEDY))[-1].finish_reason is FinishReason.LENGTH
     assert scheduler.metrics.snapshot()["runner_crashes"] == 0
+
+
+def test_unloading_a_busy_model_waits_for_its_requests(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    running = scheduler.generate(model, "hello", params=SamplingParams(max_tokens=300, ignore_eos=True))
+    chunks = running.chunks()
+    next(chunks)
+    assert scheduler.unload(model)  # another client's keep_alive 0, or `candor stop`
+    assert scheduler.loaded() and scheduler.loaded()[0]["active_requests"] == 1
+    assert list(chunks)[-1].finish_reason is FinishReason.LENGTH  # the answer was not cut off
+    deadline = time.monotonic() + 3
+    while scheduler.loaded() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.loaded() == []
+
+
+def test_keep_alive_on_a_loaded_idle_model_takes_effect(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    scheduler.load(model, keep_alive=0.5)
+    list(scheduler.generate(model, "hello", params=GREEDY))
+    scheduler.load(model, keep_alive=-1)  # Ollama's "keep it loaded"
+    assert scheduler.loaded()[0]["expires_at"] is None
+    time.sleep(1.0)
+    assert scheduler.loaded()
+    scheduler.load(model, keep_alive=0.2)
+    deadline = time.monotonic() + 3
+    while scheduler.loaded() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.loaded() == []
+
+
+def test_a_context_beyond_the_model_is_capped_not_reloaded(
+    scheduler: Scheduler, tiny_model_path: Path
+) -> None:
+    model = str(tiny_model_path)
+    first = scheduler.load(model, ctx=1 << 20)
+    again = scheduler.load(model, ctx=1 << 20)
+    assert again is first and scheduler.metrics.snapshot()["loads"] == 1

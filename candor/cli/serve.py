@@ -51,19 +51,19 @@ def register(sub: Any) -> None:
     limits.add_argument(
         "--parallel",
         type=int,
-        default=_env_int("CANDOR_PARALLEL", 4),
+        default=None,
         help="requests decoded together per model (CANDOR_PARALLEL, default 4)",
     )
     limits.add_argument(
         "--max-queue",
         type=int,
-        default=_env_int("CANDOR_MAX_QUEUE", 32),
+        default=None,
         help="requests that may wait per model before the server answers 503 (CANDOR_MAX_QUEUE, default 32)",
     )
     limits.add_argument(
         "--max-loaded",
         type=int,
-        default=_env_int("CANDOR_MAX_LOADED_MODELS", 2),
+        default=None,
         help="models kept loaded at once (CANDOR_MAX_LOADED_MODELS, default 2)",
     )
     limits.add_argument(
@@ -89,16 +89,22 @@ def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
     from candor.scheduler import SchedulerConfig
     from candor.server.options import keep_alive_seconds
 
-    for flag, value, low in (("--parallel", args.parallel, 1), ("--max-queue", args.max_queue, 0)):
+    # Environment variables are read here, not when the parser is built: a bad one fails `serve` alone.
+    parallel = args.parallel if args.parallel is not None else _env_int("CANDOR_PARALLEL", 4)
+    queue = args.max_queue if args.max_queue is not None else _env_int("CANDOR_MAX_QUEUE", 32)
+    loaded = args.max_loaded if args.max_loaded is not None else _env_int("CANDOR_MAX_LOADED_MODELS", 2)
+    for flag, value, low in (
+        ("--parallel", parallel, 1),
+        ("--max-queue", queue, 0),
+        ("--max-loaded", loaded, 1),
+    ):
         if value < low:
             raise CandorError(f"{flag} must be at least {low}; got {value}")
-    if args.max_loaded < 1:
-        raise CandorError(f"--max-loaded must be at least 1; got {args.max_loaded}")
     keep_alive = keep_alive_seconds(args.keep_alive)
     return SchedulerConfig(
-        parallel=args.parallel,
-        queue_max=args.max_queue,
-        max_loaded=args.max_loaded,
+        parallel=parallel,
+        queue_max=queue,
+        max_loaded=loaded,
         keep_alive=SchedulerConfig.keep_alive if keep_alive is None else keep_alive,
         allow_paths=False,  # requests name models; they never name files
     )

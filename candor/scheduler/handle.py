@@ -28,15 +28,15 @@ class RequestHandle:
 
     def deliver(self, item: Chunk | CandorError) -> None:
         """Called by the reader thread with each chunk, or the error that ends the request."""
+        # Listeners are called under the lock, as add_listener replays the backlog under it: a new chunk
+        # can never overtake an older one (listeners only hand the item to an event loop, which is quick).
         with self._lock:
-            listeners = list(self._listeners)
-            if not listeners:
+            if not self._listeners:
                 self._queue.put(item)
-        final = isinstance(item, CandorError) or item.finish_reason is not None
-        if final:
+            for listener in self._listeners:
+                listener(item)
+        if isinstance(item, CandorError) or item.finish_reason is not None:
             self.finished.set()
-        for listener in listeners:
-            listener(item)
 
     def add_listener(self, listener: Callable[[Chunk | CandorError | None], None]) -> None:
         """Send items to `listener` instead of the iterator (e.g. an asyncio loop); replays the backlog."""
@@ -50,8 +50,8 @@ class RequestHandle:
                     break
                 if isinstance(item, (Chunk, CandorError)):
                     backlog.append(item)
-        for item in backlog:
-            listener(item)
+            for item in backlog:
+                listener(item)
 
     # -- the caller side -----------------------------------------------------------------------------
 

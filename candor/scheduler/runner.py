@@ -115,6 +115,7 @@ class Runner:
                 self.flush(force=True)
         elif isinstance(message, Cancel):
             self.engine.cancel(message.id)
+            self._started.discard(message.id)
         elif isinstance(message, Embed):
             self._outbox.append(Result(message.id, self._embed(message.texts)))
             self.flush(force=True)
@@ -170,7 +171,9 @@ class Runner:
             started = time.monotonic()
             events = engine.step()
             self._step_seconds += 0.2 * (time.monotonic() - started - self._step_seconds)
-            if events:
+            if not events:
+                self.flush()  # text held back earlier still leaves within the interval
+            else:
                 self.send_events(events)
                 # A request's first and last chunks go out at once: time to first token, and the slot's end.
                 self.flush(force=any(e.final or e.request_id not in self._started for e in events))

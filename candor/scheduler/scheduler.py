@@ -129,7 +129,11 @@ class Scheduler:
     def load(
         self, model: str | None, *, ctx: int | None = None, keep_alive: float | None = None
     ) -> LoadedModel:
-        """Make sure a model is loaded (with at least `ctx` tokens per request) and return it."""
+        """Make sure a model is loaded (with at least `ctx` tokens per request) and return it.
+
+        A `keep_alive` other than 0 takes effect at once (Ollama's "pin it": -1, or "1h"); 0 unloads the
+        model when the request that carried it ends (or at once through `unload`).
+        """
         key, path, entry = self._key(model)
         name = entry.name if entry is not None else str(path)
         with self._lock:
@@ -140,9 +144,13 @@ class Scheduler:
                 if loaded is not None and loaded.runner.closed:  # its runner died: start afresh
                     del self._models[key]
                     loaded = None
-            if loaded is not None and (ctx is None or ctx <= loaded.ctx):
+            trained = loaded.card.context_length if loaded is not None else None
+            wanted = min(ctx, trained) if ctx is not None and trained else ctx  # the runner caps it too
+            if loaded is not None and (wanted is None or wanted <= loaded.ctx):
                 if keep_alive is not None:
                     loaded.keep_alive = keep_alive
+                    if keep_alive != 0 and not loaded.runner.active:
+                        self._schedule_expiry(loaded)
                 loaded.names.add(name)
                 return loaded
             if loaded is not None:  # a request wants a larger context: reload when idle, as Ollama does
@@ -157,6 +165,8 @@ class Scheduler:
         self, key: str, path: Path, entry: StoreEntry | None, *, ctx: int, keep_alive: float | None
     ) -> LoadedModel:
         card = checked_card(path)
+        if card.context_length:
+            ctx = min(ctx, card.context_length)  # what the runner will use: plan and charge for that
         size = self._charge(card, path, ctx)
         self._make_room(size)
         config = RunnerConfig(
@@ -238,22 +248,35 @@ class Scheduler:
             self._unload(victim, evicted=True)
 
     def unload(self, model: str | None) -> bool:
-        """Unload a model now (its requests get an error). False when it was not loaded."""
+        """Unload a model: now when idle, else as soon as the requests on it end (as Ollama does: one
+        client's `keep_alive: 0` or `candor stop` never cuts off another's answer). False when not loaded."""
         key, _, _ = self._key(model)
         with self._lock:
             loaded = self._models.get(key)
         if loaded is None:
             return False
-        self._unload(loaded, evicted=False)
+        self._unload_when_idle(loaded)
         return True
 
     def unload_name(self, name: str) -> bool:
-        """Unload whatever was loaded under exactly this name (used after the name was removed)."""
+        """Forget a removed name; unload its file (when idle) once no other name of it is in use."""
         with self._lock:
             matches = [m for m in self._models.values() if name in m.names]
+            for loaded in matches:
+                loaded.names.discard(name)
+                if loaded.name == name and loaded.names:
+                    loaded.name = min(loaded.names)  # `candor ps` shows a name that still exists
         for loaded in matches:
-            self._unload(loaded, evicted=False)
+            if not loaded.names:
+                self._unload_when_idle(loaded)
         return bool(matches)
+
+    def _unload_when_idle(self, loaded: LoadedModel) -> None:
+        if loaded.runner.active:
+            loaded.keep_alive = 0  # the keep-alive reaper unloads it when its last request ends
+            self._schedule_expiry(loaded)
+        else:
+            self._unload(loaded, evicted=False)
 
     def _unload(self, loaded: LoadedModel, *, evicted: bool) -> None:
         with self._lock:

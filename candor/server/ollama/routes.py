@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
@@ -73,14 +74,15 @@ async def _ndjson(handle: RequestHandle, line: Any) -> AsyncIterator[bytes]:
         yield (json.dumps({"error": str(exc)}) + "\n").encode()
 
 
-def _load_only(request: Request, name: str, keep_alive: float | None, chat: bool) -> dict[str, Any]:
+async def _load_only(request: Request, name: str, keep_alive: float | None, chat: bool) -> dict[str, Any]:
     """An empty prompt loads the model (or, with keep_alive 0, unloads it), as Ollama does."""
     sched = scheduler_of(request)
+    # Loading waits for a runner (seconds): off the event loop, so other clients' streams keep flowing.
     if keep_alive == 0:
-        sched.unload(name)
+        await asyncio.to_thread(sched.unload, name)
         reason = "unload"
     else:
-        sched.load(name, keep_alive=keep_alive)
+        await asyncio.to_thread(sched.load, name, keep_alive=keep_alive)
         reason = "load"
     body: dict[str, Any] = {
         "model": name,
@@ -118,10 +120,11 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
     keep_alive = keep_alive_seconds(body.keep_alive)
     logprobs = logprobs_option(body.logprobs, body.top_logprobs)
     if not body.prompt and not body.system:
-        return _load_only(request, body.model, keep_alive, chat=False)
+        return await _load_only(request, body.model, keep_alive, chat=False)
     sched = scheduler_of(request)
     ctx = context_option(body.options)
-    params = _params(sched.load(body.model, ctx=ctx, keep_alive=keep_alive), logprobs)
+    await asyncio.to_thread(sched.load, body.model, ctx=ctx, keep_alive=keep_alive)
+    params = _params(sched.defaults(body.model), logprobs)
     if body.raw:
         handle = sched.generate(
             body.model, body.prompt, options=options, params=params, keep_alive=keep_alive, ctx=ctx
@@ -144,9 +147,9 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
     return line(_whole(whole.text, whole))
 
 
-def _params(loaded: LoadedModel, logprobs: int | None) -> SamplingParams | None:
-    """The model's defaults with the request's logprobs (None: the scheduler's defaults as they are)."""
-    return None if logprobs is None else loaded.defaults.with_overrides(logprobs=logprobs)
+def _params(defaults: SamplingParams, logprobs: int | None) -> SamplingParams | None:
+    """The named model's defaults with the request's logprobs (None: the scheduler's defaults as they are)."""
+    return None if logprobs is None else defaults.with_overrides(logprobs=logprobs)
 
 
 def _whole(text: str, whole: Collected) -> Chunk:
@@ -173,10 +176,10 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     keep_alive = keep_alive_seconds(body.keep_alive)
     logprobs = logprobs_option(body.logprobs, body.top_logprobs)
     if not body.messages:
-        return JSONResponse(_load_only(request, body.model, keep_alive, chat=True))
+        return JSONResponse(await _load_only(request, body.model, keep_alive, chat=True))
     sched = scheduler_of(request)
     ctx = context_option(body.options)
-    loaded = sched.load(body.model, ctx=ctx, keep_alive=keep_alive)
+    loaded = await asyncio.to_thread(sched.load, body.model, ctx=ctx, keep_alive=keep_alive)
     plan = plan_reply(loaded, body.tools, "auto", body.think)
     options = with_format(body.options, body.format)
     check_options(options)
@@ -192,7 +195,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
         body.model,
         messages,
         options=options,
-        params=_params(loaded, logprobs),
+        params=_params(sched.defaults(body.model), logprobs),
         keep_alive=keep_alive,
         ctx=ctx,
         tools=plan.tools,
@@ -249,15 +252,17 @@ async def _chat_lines(
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
     """Embeddings for one input or a list."""
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors = scheduler_of(request).embed(body.model, texts, keep_alive=keep_alive_seconds(body.keep_alive))
+    vectors = await asyncio.to_thread(
+        scheduler_of(request).embed, body.model, texts, keep_alive=keep_alive_seconds(body.keep_alive)
+    )
     return {"model": body.model, "embeddings": vectors}
 
 
 @router.post("/api/embeddings")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, Any]:
     """The legacy single-prompt form."""
-    [vector] = scheduler_of(request).embed(
-        body.model, [body.prompt], keep_alive=keep_alive_seconds(body.keep_alive)
+    [vector] = await asyncio.to_thread(
+        scheduler_of(request).embed, body.model, [body.prompt], keep_alive=keep_alive_seconds(body.keep_alive)
     )
     return {"embedding": vector}
 
@@ -348,8 +353,11 @@ async def ps(request: Request) -> dict[str, Any]:
                 "expires_at": convert.timestamp(datetime.fromtimestamp(expires, timezone.utc))
                 if expires
                 else "0001-01-01T00:00:00Z",
-                "size_vram": 0,
+                "size_vram": info["size_vram"],
                 "context_length": info["context_length"],
+                # candor's own: layers on the GPU and who chose them (the memory plan, or a setting)
+                "gpu_layers": info["gpu_layers"],
+                "placement": info["placement"],
             }
         )
     return {"models": models}

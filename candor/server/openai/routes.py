@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.prompt.replies import ToolCall
-from candor.scheduler import LoadedModel, RequestHandle, Scheduler
+from candor.scheduler import RequestHandle, Scheduler
 from candor.server.limits import check_grammar
 from candor.server.openai import convert
 from candor.server.openai.protocol import (
@@ -130,11 +131,11 @@ async def models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-def _params(loaded: LoadedModel, ignore_eos: bool, logprobs: int | None) -> SamplingParams | None:
-    """The model's defaults with llama-server's ignore_eos and the request's logprobs, when asked."""
+def _params(defaults: SamplingParams, ignore_eos: bool, logprobs: int | None) -> SamplingParams | None:
+    """The named model's defaults with llama-server's ignore_eos and the request's logprobs, when asked."""
     if not ignore_eos and logprobs is None:
         return None
-    return loaded.defaults.with_overrides(ignore_eos=ignore_eos or None, logprobs=logprobs)
+    return defaults.with_overrides(ignore_eos=ignore_eos or None, logprobs=logprobs)
 
 
 @router.post("/chat/completions", response_model=None)
@@ -143,7 +144,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     options = options_of(body)
     logprobs = logprobs_option(body.logprobs, body.top_logprobs)
     sched = scheduler_of(request)
-    loaded = sched.load(body.model)
+    loaded = await asyncio.to_thread(sched.load, body.model)  # seconds on first use: off the event loop
     plan = plan_reply(loaded, body.tools, body.tool_choice or "auto")
     if plan.grammar is not None:
         if "grammar" in options:
@@ -161,7 +162,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         body.model,
         messages,
         options=options,
-        params=_params(loaded, body.ignore_eos, logprobs),
+        params=_params(sched.defaults(body.model), body.ignore_eos, logprobs),
         tools=plan.tools,
         variables=plan.variables,
     )
@@ -261,7 +262,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response | d
     options = options_of(body)
     logprobs = body.logprobs
     sched = scheduler_of(request)
-    params = _params(sched.load(body.model), body.ignore_eos, logprobs)
+    await asyncio.to_thread(sched.load, body.model)  # seconds on first use: off the event loop
+    params = _params(sched.defaults(body.model), body.ignore_eos, logprobs)
     handle = sched.generate(body.model, prompt, options=options, params=params)
     ident, created = convert.new_id("cmpl"), int(time.time())
     offsets = convert.TextLogprobs(prompt)
@@ -302,7 +304,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response | d
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
     """Embeddings, one per input."""
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors = scheduler_of(request).embed(body.model, texts)
+    vectors = await asyncio.to_thread(scheduler_of(request).embed, body.model, texts)
     return {
         "object": "list",
         "model": body.model,
