@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, model_validator
+
 from candor.limits import MAX_GRAMMAR_CHARS, MAX_GRAMMAR_NESTING, check_grammar, grammar_nesting
 
 __all__ = [
     "MAX_GRAMMAR_CHARS",
     "MAX_GRAMMAR_NESTING",
+    "UnicodeRequest",
     "check_grammar",
     "check_grammar_option",
     "grammar_nesting",
@@ -50,3 +53,15 @@ def refuse_surrogates(value: Any) -> Any:
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
     return value
+
+
+class UnicodeRequest(BaseModel):
+    """Base of every request body: unknown fields ignored (clients send vendor extensions), text that has no
+    UTF-8 form refused with a 400."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_text(cls, data: Any) -> Any:
+        return refuse_surrogates(data)

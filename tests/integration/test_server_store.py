@@ -82,6 +82,11 @@ def test_create_gives_a_model_its_own_system_prompt_and_parameters(hub_and_serve
     assert answer.eval_count is not None and answer.eval_count <= 4
     refused = httpx.post(server + "/api/create", json={"model": "x", "from": MODEL, "quantize": "q4_K_M"})
     assert refused.status_code == 400 and "quantize" in refused.json()["error"]
+    builtin = httpx.post(server + "/api/create", json={"model": MODEL, "from": "terse", "system": "x"})
+    assert builtin.status_code == 400, builtin.text  # the built-in name cannot be shadowed
+    bad = httpx.post(server + "/api/create", json={"model": "y", "from": MODEL, "parameters": {"top_k": -5}})
+    assert bad.status_code == 400 and "top_k" in bad.json()["error"]
+    assert httpx.post(server + "/api/show", json={"model": "y"}).status_code == 404  # nothing half-made
 
 
 def test_metrics_and_body_cap(hub_and_server: tuple[str, str]) -> None:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-from candor.server.limits import refuse_surrogates
+from candor.server.limits import UnicodeRequest
 from candor.types import MAX_TOP_LOGPROBS
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_text(cls, data: Any) -> Any:
-        return refuse_surrogates(data)
-
-
-class GenerateRequest(_Request):
+class GenerateRequest(UnicodeRequest):
     model: str = Field(min_length=1)
     prompt: str = ""
     suffix: str | None = None
@@ -36,7 +27,7 @@ class GenerateRequest(_Request):
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
-class ChatMessage(_Request):
+class ChatMessage(UnicodeRequest):
     role: str
     content: str | None = ""
     images: list[str] | None = None
@@ -45,7 +36,7 @@ class ChatMessage(_Request):
     tool_name: str | None = None
 
 
-class ChatRequest(_Request):
+class ChatRequest(UnicodeRequest):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(default_factory=list)
     tools: list[Any] | None = None
@@ -58,7 +49,7 @@ class ChatRequest(_Request):
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
-class EmbedRequest(_Request):
+class EmbedRequest(UnicodeRequest):
     model: str = Field(min_length=1)
     input: str | list[str] = ""
     truncate: bool = True
@@ -66,13 +57,13 @@ class EmbedRequest(_Request):
     keep_alive: str | float | int | None = None
 
 
-class EmbeddingsRequest(_Request):
+class EmbeddingsRequest(UnicodeRequest):
     model: str = Field(min_length=1)
     prompt: str = ""
     keep_alive: str | float | int | None = None
 
 
-class ModelRequest(_Request):
+class ModelRequest(UnicodeRequest):
     model: str | None = None
     name: str | None = None  # older clients
 
@@ -81,6 +72,6 @@ class ModelRequest(_Request):
         return self.model or self.name or ""
 
 
-class CopyRequest(_Request):
+class CopyRequest(UnicodeRequest):
     source: str = Field(min_length=1)
     destination: str = Field(min_length=1)

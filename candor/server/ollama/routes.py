@@ -15,7 +15,7 @@ from candor import __version__
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.prompt.replies import ToolCall
-from candor.scheduler import LoadedModel, RequestHandle, Scheduler
+from candor.scheduler import LoadedModel, RequestHandle
 from candor.server.limits import check_grammar_option
 from candor.server.ollama import convert
 from candor.server.ollama.protocol import (
@@ -28,6 +28,7 @@ from candor.server.ollama.protocol import (
 )
 from candor.server.options import check_options, context_option, keep_alive_seconds, logprobs_option
 from candor.server.replies import ReplyStream, plan_reply, read_reply
+from candor.server.state import scheduler_of
 from candor.server.streaming import Collected, chunks_of, collect
 from candor.store.licenses import license_texts, readable
 from candor.types import Chunk, FinishReason, Message, SamplingParams
@@ -36,12 +37,6 @@ OLLAMA_COMPAT_VERSION = "0.12.0"  # the Ollama API level candor speaks; clients 
 NDJSON = "application/x-ndjson"
 
 router = APIRouter()
-
-
-def scheduler_of(request: Request) -> Scheduler:
-    """The app's scheduler."""
-    sched: Scheduler = request.app.state.scheduler
-    return sched
 
 
 def with_format(options: dict[str, Any], fmt: Any) -> dict[str, Any]:

@@ -10,36 +10,26 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from candor.errors import CandorError, InvalidParameter
-from candor.options import SAMPLING_OPTIONS
-from candor.scheduler import Scheduler
-from candor.server.limits import refuse_surrogates
-from candor.store.names import parse_name
-from candor.store.registry import now_iso
+from candor.options import SAMPLING_OPTIONS, apply_options
+from candor.server.limits import UnicodeRequest
+from candor.server.state import scheduler_of
+from candor.types import SamplingParams
 
 NDJSON = "application/x-ndjson"
 router = APIRouter()
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_text(cls, data: Any) -> Any:
-        return refuse_surrogates(data)
-
-
-class PullRequest(_Request):
+class PullRequest(UnicodeRequest):
     model: str | None = None
     name: str | None = None
     stream: bool = True
     insecure: bool = False
 
 
-class CreateRequest(_Request):
+class CreateRequest(UnicodeRequest):
     model: str = Field(min_length=1)
     from_: str | None = Field(default=None, alias="from")
     system: str | None = None
@@ -51,12 +41,6 @@ class CreateRequest(_Request):
     messages: list[Any] | None = None
     license: str | list[str] | None = None
     stream: bool = True
-
-
-def scheduler_of(request: Request) -> Scheduler:
-    """The app's scheduler."""
-    sched: Scheduler = request.app.state.scheduler
-    return sched
 
 
 def hub_ref(name: str) -> str:
@@ -136,20 +120,19 @@ async def create(body: CreateRequest, request: Request) -> Response:
     if source is None:
         store.resolve(body.from_, allow_paths=False)  # raises the right error
         raise InvalidParameter(f"no model named {body.from_!r}")
-    name = parse_name(body.model)
-    stamp = now_iso()
-    entry = replace(
-        source,
-        name=str(name),
-        system=body.system if body.system is not None else source.system,
-        parameters={**source.parameters, **parameters},
-        owned_files=(),
-        created_at=stamp,
-        modified_at=stamp,
-        source="copy" if source.source == "builtin" else source.source,
-        origin={**source.origin, "created_from": source.name},
+    merged = {**source.parameters, **parameters}
+    apply_options(
+        SamplingParams(), {k: v for k, v in merged.items() if k != "num_ctx"}
+    )  # a bad value: 400 now
+    copied = store.copy(source.name, body.model)  # the name checks, the built-in name refused
+    store.registry.put(
+        replace(
+            copied,
+            system=body.system if body.system is not None else source.system,
+            parameters=merged,
+            origin={**source.origin, "created_from": source.name},
+        )
     )
-    store.registry.put(entry)
     if body.stream:
         lines = [{"status": f"using {source.name}"}, {"status": "writing manifest"}, {"status": "success"}]
         return StreamingResponse(iter([(json.dumps(x) + "\n").encode() for x in lines]), media_type=NDJSON)

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-from candor.server.limits import refuse_surrogates
+from candor.server.limits import UnicodeRequest
 from candor.server.options import MAX_CTX
 from candor.types import MAX_TOP_LOGPROBS
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode_text(cls, data: Any) -> Any:
-        return refuse_surrogates(data)
-
-
-class StreamOptions(_Request):
+class StreamOptions(UnicodeRequest):
     include_usage: bool = False
 
 
-class ChatCompletionMessage(_Request):
+class ChatCompletionMessage(UnicodeRequest):
     role: str
     content: str | list[dict[str, Any]] | None = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -32,7 +23,7 @@ class ChatCompletionMessage(_Request):
     name: str | None = None
 
 
-class _Sampling(_Request):
+class _Sampling(UnicodeRequest):
     model: str = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -67,7 +58,7 @@ class CompletionRequest(_Sampling):
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)  # N: the N likeliest tokens too
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(UnicodeRequest):
     model: str = Field(min_length=1)
     input: str | list[str]
     encoding_format: str | None = None

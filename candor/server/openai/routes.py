@@ -15,7 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.prompt.replies import ToolCall
-from candor.scheduler import RequestHandle, Scheduler
+from candor.scheduler import RequestHandle
 from candor.server.limits import check_grammar
 from candor.server.openai import convert
 from candor.server.openai.protocol import (
@@ -26,16 +26,11 @@ from candor.server.openai.protocol import (
 )
 from candor.server.options import logprobs_option
 from candor.server.replies import ReplyStream, plan_reply, read_reply
+from candor.server.state import scheduler_of
 from candor.server.streaming import chunks_of, collect
 from candor.types import Chunk, Message, SamplingParams
 
 router = APIRouter(prefix="/v1")
-
-
-def scheduler_of(request: Request) -> Scheduler:
-    """The app's scheduler."""
-    sched: Scheduler = request.app.state.scheduler
-    return sched
 
 
 def options_of(body: _Sampling) -> dict[str, Any]:
