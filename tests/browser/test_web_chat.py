@@ -4,11 +4,8 @@ headless Chromium through Selenium and chromedriver."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +16,7 @@ import httpx
 import ollama
 import pytest
 from gguf_factory import write_tiny_llama
+from live_server import start_server, stop_server
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -70,40 +68,6 @@ new MutationObserver(() => {
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "candor", "serve", "--port", str(port), *extra],
-        env={**os.environ, "CANDOR_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the server did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The server's CANDOR_HOME: the default model, a tiny thinking model and a tiny one to break later."""
@@ -118,9 +82,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[str]:
-    proc, url = start(home)
+    proc, url = start_server(home)
     yield url
-    stop(proc)
+    stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -394,7 +358,7 @@ def test_api_key_is_asked_for_kept_in_the_tab_and_a_dropped_connection_is_explai
     tmp_path: Path, browser: WebDriver
 ) -> None:
     driver = browser
-    proc, url = start(tmp_path, "--api-key", "s3cret")
+    proc, url = start_server(tmp_path, "--api-key", "s3cret")
     try:
         assert httpx.get(url + "/ui").status_code == 200 and httpx.get(url + "/ui/api.js").status_code == 200
         assert httpx.get(url + "/api/tags").status_code == 401
@@ -419,4 +383,4 @@ def test_api_key_is_asked_for_kept_in_the_tab_and_a_dropped_connection_is_explai
         dropped = finished(driver, timeout=15)
         assert "connection to the server dropped" in dropped["error"] and dropped["text"], dropped
     finally:
-        stop(proc)
+        stop_server(proc)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import httpx
 import pytest
 from bad_gguf import CASES, HARMLESS, Case, write_corpus
 from gguf_layout import Base
+from live_server import start_server, stop_server
 
 import candor
 from candor.cli.show import describe
@@ -195,12 +195,6 @@ def test_cli_show_and_run(name: str, corpus: dict[str, Path], candor_home: Path)
 # --- a real server: one session walks every case --------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(
     tmp_path_factory: pytest.TempPathFactory, corpus: dict[str, Path], base: Base
@@ -220,27 +214,9 @@ def served(
         shutil.copyfile(good, file)
         store.import_file(file, name=case.name.replace("_", "-"), probe=False)
         shutil.copyfile(corpus[case.name], file)  # the file changes after import (damage, re-download)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "candor", "serve", "--port", str(port)],
-        env={**os.environ, "CANDOR_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise AssertionError("the server did not start") from None
-            time.sleep(0.2)
+    proc, url = start_server(home)
     yield proc, url
-    proc.terminate()
-    proc.wait(30)
+    stop_server(proc)
 
 
 def _error_status(response: httpx.Response, stage: str, what: str) -> None:

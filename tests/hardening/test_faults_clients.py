@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from live_server import start_server, stop_server
 
 MODEL = "gemma-3-270m:Q4_K_M"
-SLOTS, QUEUE = 4, 32  # SchedulerConfig's defaults, which `candor serve` uses (it has no flag for them)
+SLOTS, QUEUE = 4, 32  # `candor serve`'s defaults (--parallel, --max-queue)
 HANG_UPS = 100
 PARALLEL = 32  # clients at once: under SLOTS + QUEUE, so that none is refused for a full queue
 LONG = 100_000  # tokens asked for: only a hang-up ends these requests
@@ -81,46 +80,21 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Iterator[Server]:
-    port = free_port()
     env = {
-        **os.environ,
-        "CANDOR_HOME": str(tmp_path_factory.mktemp("serve-home")),
         "CANDOR_CTX": "1024",
         # One llama.cpp thread: this test's clients and the server need a core too, and two llama.cpp
         # threads spin on each other whenever another process runs (steps of 100-400 ms instead of 10).
         "CANDOR_THREADS": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "candor", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
-        time.sleep(0.1)
+    proc, url = start_server(tmp_path_factory.mktemp("serve-home"), env=env)
     loaded = httpx.post(url + "/api/generate", json={"model": MODEL, "prompt": ""}, timeout=120)
     assert loaded.status_code == 200, loaded.text
     try:
         yield Server(proc, url)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_server(proc)
 
 
 # -- one streaming request that hangs up after its first token ---------------------------------------------

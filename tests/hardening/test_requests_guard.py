@@ -2,65 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from live_server import start_server, stop_server
 
 KEY = "s3cret-key"
 GOOD_ORIGIN = "https://good.example"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server with an API key, one CORS origin and one extra allowed host."""
-    port = free_port()
     home: Path = tmp_path_factory.mktemp("guard-home")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "candor",
-            "serve",
-            "--port",
-            str(port),
-            "--api-key",
-            KEY,
-            "--cors-origins",
-            GOOD_ORIGIN,
-            "--allowed-hosts",
-            "trusted.example",
-        ],
-        env={**os.environ, "CANDOR_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc, url = start_server(
+        home, "--api-key", KEY, "--cors-origins", GOOD_ORIGIN, "--allowed-hosts", "trusted.example"
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError("the server did not start")
     yield url
-    proc.terminate()
-    proc.wait(30)
+    stop_server(proc)
 
 
 def get(url: str, path: str = "/api/tags", **headers: str) -> httpx.Response:

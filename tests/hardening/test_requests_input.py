@@ -5,53 +5,27 @@ grammars. Each is a fast 4xx in the right API's shape; no runner dies; the serve
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from live_server import start_server, stop_server
 
 MODEL = "gemma-3-270m:Q4_K_M"
 HUGE = [10**30, -(10**30), 2**63, -(2**63), 1e308, -1e308]
 FAST = 5.0  # seconds a refusal may take, on a busy 2-core CI machine
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "candor", "serve", "--port", str(port)],
-        env={**os.environ, "CANDOR_HOME": str(tmp_path_factory.mktemp("input-home"))},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError("the server did not start")
+    proc, url = start_server(tmp_path_factory.mktemp("input-home"))
     httpx.post(url + "/api/generate", json={"model": MODEL}, timeout=120)  # load once
     yield url
     crashes = metric(url, "candor_runner_crashes_total")
-    proc.terminate()
-    proc.wait(30)
+    stop_server(proc)
     assert crashes == 0, "a runner died during these tests"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_server import start
+from live_server import start_server
 
 from candor.cli import serve
 from candor.errors import CandorError
@@ -49,7 +49,7 @@ def test_a_bad_environment_value_is_named(tmp_path: Path) -> None:
 
 
 def test_one_slot_and_no_queue_answer_503_at_once(tmp_path: Path) -> None:
-    proc, url = start(tmp_path, "--parallel", "1", "--max-queue", "0")
+    proc, url = start_server(tmp_path, "--parallel", "1", "--max-queue", "0")
     try:
         body = {"model": "gemma-3-270m:Q4_K_M", "prompt": "Count:", "options": {"num_predict": 4000}}
         with httpx.stream("POST", url + "/api/generate", json=body, timeout=120) as running:
