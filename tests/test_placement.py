@@ -22,7 +22,9 @@ def test_a_cpu_build_reports_no_gpu_and_keeps_the_configured_layers(tiny_model_p
     chosen = placement.place(config(tiny_model_path))
     assert chosen.gpu_layers == -1 and chosen.gpu_bytes == 0
     assert "no GPU" in chosen.decided_by
-    plan = memory_plan(read_card(tiny_model_path), ctx=512, parallel=2, n_batch=64, n_outputs_max=2)
+    plan = memory_plan(
+        read_card(tiny_model_path), ctx=512, parallel=2, n_batch=64, n_outputs_max=2, kv_unified=False
+    )
     assert chosen.host_bytes == plan.total
 
 

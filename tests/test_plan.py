@@ -306,7 +306,7 @@ def test_candor_plan_prints_each_part_and_the_total(
     text = capsys.readouterr().out
     assert "KV cache" in text and "compute buffer" in text and "output buffer" in text
     # As the scheduler loads models: each slot may hold --ctx tokens, one logits row per slot.
-    expected = memory_plan(tiny, ctx=2048, parallel=2, n_outputs_max=2)
+    expected = memory_plan(tiny, ctx=2048, parallel=2, n_outputs_max=2, kv_unified=False)
     assert f"{expected.total / MIB:.2f} MiB" in text
     args = parser.parse_args(["plan", str(tiny.path), "--ctx", "1024", "--kv-type", "f16", "--json"])
     assert args.handler(args) == 0

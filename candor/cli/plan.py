@@ -16,7 +16,7 @@ from candor.store import Store
 
 EXAMPLES = """examples:
   candor plan                                  the default model, CANDOR_CTX tokens, one slot
-  (as candor's scheduler loads models: P slots share one KV pool of P x --ctx cells)
+  (as candor's scheduler loads models: each of P slots has its own KV stream of --ctx cells)
   candor plan gemma-3-270m:Q4_K_M --ctx 8192 --parallel 4 --kv-type q8_0
   candor plan ./model.gguf --gpu-layers -1 --json
 """
@@ -64,6 +64,7 @@ def handle(args: argparse.Namespace) -> int:
         ctx=(args.ctx or settings.ctx) * args.parallel,  # as the scheduler loads it: ctx cells per slot
         parallel=args.parallel,
         n_outputs_max=args.parallel,  # candor asks for one logits row per sequence
+        kv_unified=args.parallel == 1,
         kv_type=args.kv_type,
         n_batch=args.batch or settings.batch,
         gpu_layers=_gpu_layers(args.gpu_layers, settings.gpu_layers, info.gpu_offload),

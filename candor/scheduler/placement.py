@@ -35,11 +35,12 @@ def place(config: RunnerConfig) -> Placement:
     """Choose GPU layers for a runner: the configured number, else the plan's best fit on free GPU memory."""
     gpus = gpu_memory()
     options: dict[str, Any] = {
-        "ctx": config.ctx * config.parallel,  # the runner's KV pool: ctx cells per slot
+        "ctx": config.ctx * config.parallel,  # one KV stream of ctx cells per slot
         "parallel": config.parallel,
         "kv_type": config.kv_type,
         "n_batch": min(config.batch, config.ctx),
         "n_outputs_max": config.parallel,
+        "kv_unified": False,
         "gpu": bool(gpus),
     }
     try:

@@ -70,11 +70,9 @@ class Runner:
             n_seq_max=config.parallel,
             kv_type=config.kv_type,
             n_outputs_max=config.parallel,
-            # One unified KV pool of ctx cells per slot (llama-server's default). With one stream per slot
-            # llama.cpp splits a batch into runs of consecutive sequence ids taking equal token counts, so a
-            # step that mixes prompt chunks with decode tokens, or slots that are not adjacent, costs
-            # several passes over the weights: 4 decoding slots 0, 2, 4, 6 took 43.8 ms a step against
-            # 31.7 unified on the default model, and a burst of 8 requests reached first tokens later.
+            # One KV stream per slot (ctx cells each): a sequence attends over its own cells only, and no
+            # request can starve another of cache.
+            kv_unified=False,
         )
         self.engine = BatchEngine(self.model, context, max_request_tokens=ctx)
         self.embedder: Embedder | None = None

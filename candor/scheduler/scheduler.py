@@ -217,11 +217,12 @@ class Scheduler:
             return int(
                 memory_plan(
                     card,
-                    ctx=ctx * self.config.parallel,  # the runner's KV pool: ctx cells per slot
+                    ctx=ctx * self.config.parallel,  # the runner's KV: one stream of ctx cells per slot
                     parallel=self.config.parallel,
                     kv_type=self.config.kv_type,
                     n_batch=self.settings.batch,
                     n_outputs_max=self.config.parallel,
+                    kv_unified=False,
                 ).total
             )
         except (ImportError, CandorError, AttributeError, TypeError):
