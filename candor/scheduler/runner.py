@@ -71,7 +71,10 @@ class Runner:
             kv_type=config.kv_type,
             n_outputs_max=config.parallel,
             # One KV stream per slot (ctx cells each): a sequence attends over its own cells only, and no
-            # request can starve another of cache.
+            # request can starve another of cache. A unified pool keeps mixed prompt/decode steps in one
+            # pass over the weights (llama.cpp splits a batch over streams into runs of consecutive sequence
+            # ids with equal token counts), but every token then attends over the other slots' cached
+            # cells: a 1,000-token prompt took 1.6 s instead of 1.1 s beside 8 idle chats.
             kv_unified=False,
         )
         self.engine = BatchEngine(self.model, context, max_request_tokens=ctx)
