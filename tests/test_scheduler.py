@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from multiprocessing import Pipe
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from candor.engine import ContextConfig, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
 from candor.errors import ContextOverflow, InvalidParameter, RunnerCrashed, UnsupportedModel
 from candor.scheduler import Scheduler, SchedulerConfig
+from candor.scheduler import runner as runner_module
+from candor.scheduler.protocol import Events, Generate, RunnerConfig, Shutdown
 
 GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 
@@ -340,3 +344,37 @@ def test_a_context_beyond_the_model_is_capped_not_reloaded(
     first = scheduler.load(model, ctx=1 << 20)
     again = scheduler.load(model, ctx=1 << 20)
     assert again is first and scheduler.metrics.snapshot()["loads"] == 1
+
+
+def test_requests_arriving_together_at_an_idle_runner_start_in_one_step(tiny_model_path: Path) -> None:
+    # A real runner over a real pipe: the second request comes 1 ms after the first, far less than the
+    # gather window, while a step of the tiny model takes well under that; both must be in the first step.
+    ours, theirs = Pipe()
+    config = RunnerConfig(path=str(tiny_model_path), ctx=256, parallel=2, threads=1, batch=64, gpu_layers=0)
+    loop = runner_module.Runner(config, theirs)
+    serving = threading.Thread(target=loop.serve)
+    serving.start()
+    try:
+        params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+        ours.send(Generate(1, params, tokens=(1, 5, 6)))
+        time.sleep(0.001)
+        ours.send(Generate(2, params, tokens=(1, 7, 8)))
+        first_seen: dict[int, int] = {}  # request id -> index of the message its first text came in
+        finished: set[int] = set()
+        received = 0
+        while finished != {1, 2}:
+            assert ours.poll(10), "the runner stopped answering"
+            for message in ours.recv():
+                assert isinstance(message, Events)
+                for request_id, chunk, error in message.items:
+                    assert error is None and chunk is not None
+                    first_seen.setdefault(request_id, received)
+                    if chunk.finish_reason is not None:
+                        finished.add(request_id)
+            received += 1
+        assert first_seen[1] == first_seen[2] == 0
+    finally:
+        ours.send(Shutdown())
+        serving.join(10)
+        loop.engine.close()
+        loop.model.close()

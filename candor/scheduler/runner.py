@@ -39,6 +39,14 @@ from candor.scheduler.protocol import (
 FLUSH_INTERVAL = 0.025  # seconds
 FLUSH_STEPS = 2
 FLUSH_MAX = 0.1
+# An idle runner that gets a request waits up to GATHER_QUIET for another, and so on up to GATHER_MAX in
+# all, before its first step. Clients that start together reach the runner one by one while the server
+# parses them (8 over ~10-30 ms on the 2-core reference machine); started alone, the first would hold the
+# others for a whole step, and they would then prefill in a step llama.cpp splits into many passes (one
+# KV stream per slot). Gathered, they prefill together, and the server has the cores while it parses:
+# 8 streams over HTTP, median time to first token 0.223 -> 0.194 s (llama-server 0.217) in 5 runs.
+GATHER_QUIET = 0.004  # seconds
+GATHER_MAX = 0.03
 
 
 class Runner:
@@ -55,10 +63,12 @@ class Runner:
         self._started: set[int] = set()  # requests whose first text went out
         # One poll object for the life of the runner: Connection.poll() builds a selector on every call.
         self._pending: Callable[[], bool] = lambda: conn.poll(0)
+        self._arrives: Callable[[float], bool] = conn.poll
         if hasattr(select, "poll"):  # not on Windows
             poller = select.poll()
             poller.register(conn.fileno(), select.POLLIN)
             self._pending = lambda: bool(poller.poll(0))
+            self._arrives = lambda seconds: bool(poller.poll(seconds * 1000))
         started = time.perf_counter()
         placement = place(config)
         self.model = NativeModel(Path(config.path), gpu_layers=placement.gpu_layers)
@@ -161,6 +171,16 @@ class Runner:
             self._outbox = []
             self._last_flush = now
 
+    def _gather(self) -> bool:
+        """The engine just got work while idle: take what else arrives within the gather window.
+
+        False on Shutdown."""
+        deadline = time.monotonic() + GATHER_MAX
+        while time.monotonic() < deadline and self._arrives(GATHER_QUIET):
+            if not self.handle(self.conn.recv()):
+                return False
+        return True
+
     def serve(self) -> None:
         """Read messages; step the engine while it has work; block on the connection when it has none."""
         conn, engine = self.conn, self.engine
@@ -168,7 +188,10 @@ class Runner:
             if not engine.busy:
                 self.flush(force=True)
             if not engine.busy or self._pending():
+                idle = not engine.busy
                 if not self.handle(conn.recv()):
+                    return
+                if idle and engine.busy and not self._gather():
                     return
                 continue
             started = time.monotonic()
