@@ -378,3 +378,14 @@ def test_requests_arriving_together_at_an_idle_runner_start_in_one_step(tiny_mod
         serving.join(10)
         loop.engine.close()
         loop.model.close()
+
+
+def test_is_ready_says_whether_load_would_return_at_once(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    assert not scheduler.is_ready(model)  # nothing loaded yet: load() would start a runner
+    assert not scheduler.is_ready(str(tiny_model_path.with_name("missing.gguf")))
+    loaded = scheduler.load(model, ctx=128)
+    assert scheduler.is_ready(model) and scheduler.is_ready(model, ctx=loaded.ctx)
+    assert not scheduler.is_ready(model, ctx=loaded.ctx * 2)  # a larger context reloads
+    scheduler.unload(model)
+    assert not scheduler.is_ready(model)

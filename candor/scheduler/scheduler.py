@@ -161,6 +161,20 @@ class Scheduler:
                 self._unload(loaded, evicted=False)
             return self._start(key, path, entry, ctx=ctx or self.settings.ctx, keep_alive=keep_alive)
 
+    def is_ready(self, model: str | None, *, ctx: int | None = None) -> bool:
+        """Whether load() would return at once: the model's runner is up with at least `ctx` tokens."""
+        try:
+            key, _, _ = self._key(model)
+        except CandorError:
+            return False  # load() says why
+        with self._lock:
+            loaded = self._models.get(key)
+        if loaded is None or loaded.runner.closed:
+            return False
+        trained = loaded.card.context_length
+        wanted = min(ctx, trained) if ctx is not None and trained else ctx
+        return wanted is None or wanted <= loaded.ctx
+
     def _start(
         self, key: str, path: Path, entry: StoreEntry | None, *, ctx: int, keep_alive: float | None
     ) -> LoadedModel:

@@ -28,7 +28,7 @@ from candor.server.ollama.protocol import (
 )
 from candor.server.options import check_options, context_option, keep_alive_seconds, logprobs_option
 from candor.server.replies import ReplyStream, plan_reply, read_reply
-from candor.server.state import scheduler_of
+from candor.server.state import load_model, scheduler_of
 from candor.server.streaming import Collected, chunks_of, collect
 from candor.store.licenses import license_texts, readable
 from candor.types import Chunk, FinishReason, Message, SamplingParams
@@ -77,7 +77,7 @@ async def _load_only(request: Request, name: str, keep_alive: float | None, chat
         await asyncio.to_thread(sched.unload, name)
         reason = "unload"
     else:
-        await asyncio.to_thread(sched.load, name, keep_alive=keep_alive)
+        await load_model(request, name, keep_alive=keep_alive)
         reason = "load"
     body: dict[str, Any] = {
         "model": name,
@@ -118,7 +118,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
         return await _load_only(request, body.model, keep_alive, chat=False)
     sched = scheduler_of(request)
     ctx = context_option(body.options)
-    await asyncio.to_thread(sched.load, body.model, ctx=ctx, keep_alive=keep_alive)
+    await load_model(request, body.model, ctx=ctx, keep_alive=keep_alive)
     params = _params(sched.defaults(body.model), logprobs)
     if body.raw:
         handle = sched.generate(
@@ -174,7 +174,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
         return JSONResponse(await _load_only(request, body.model, keep_alive, chat=True))
     sched = scheduler_of(request)
     ctx = context_option(body.options)
-    loaded = await asyncio.to_thread(sched.load, body.model, ctx=ctx, keep_alive=keep_alive)
+    loaded = await load_model(request, body.model, ctx=ctx, keep_alive=keep_alive)
     plan = plan_reply(loaded, body.tools, "auto", body.think)
     options = with_format(body.options, body.format)
     check_options(options)

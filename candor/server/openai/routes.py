@@ -26,7 +26,7 @@ from candor.server.openai.protocol import (
 )
 from candor.server.options import logprobs_option
 from candor.server.replies import ReplyStream, plan_reply, read_reply
-from candor.server.state import scheduler_of
+from candor.server.state import load_model, scheduler_of
 from candor.server.streaming import chunks_of, collect
 from candor.types import Chunk, Message, SamplingParams
 
@@ -139,7 +139,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     options = options_of(body)
     logprobs = logprobs_option(body.logprobs, body.top_logprobs)
     sched = scheduler_of(request)
-    loaded = await asyncio.to_thread(sched.load, body.model)  # seconds on first use: off the event loop
+    loaded = await load_model(request, body.model)
     plan = plan_reply(loaded, body.tools, body.tool_choice or "auto")
     if plan.grammar is not None:
         if "grammar" in options:
@@ -257,7 +257,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response | d
     options = options_of(body)
     logprobs = body.logprobs
     sched = scheduler_of(request)
-    await asyncio.to_thread(sched.load, body.model)  # seconds on first use: off the event loop
+    await load_model(request, body.model)
     params = _params(sched.defaults(body.model), body.ignore_eos, logprobs)
     handle = sched.generate(body.model, prompt, options=options, params=params)
     ident, created = convert.new_id("cmpl"), int(time.time())
