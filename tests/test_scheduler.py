@@ -389,3 +389,24 @@ def test_is_ready_says_whether_load_would_return_at_once(scheduler: Scheduler, t
     assert not scheduler.is_ready(model, ctx=loaded.ctx * 2)  # a larger context reloads
     scheduler.unload(model)
     assert not scheduler.is_ready(model)
+
+
+def test_prompts_read_together_take_even_chunks_and_leftovers_trickle(native: NativeModel) -> None:
+    # One KV stream per slot: llama.cpp spends a pass over the weights on every run of equal token counts,
+    # so near-equal prompts are cut to the shortest, and small leftovers ride one token a step.
+    eng = engine(native, slots=3)
+    lengths = (10, 11, 13)
+    for i, n in enumerate(lengths):
+        assert eng.submit(EngineRequest(i, tuple(range(5, 5 + n)), GREEDY)) is None
+    eng.step()
+    assert sorted(s.fed for s in eng.slots) == [10, 10, 10]  # the 10-token prompt is done, the others wait
+    assert {s.request.id for s in eng.slots if s.request is not None and s.next_token is not None} == {0}
+    eng.step()  # request 0 decodes; the leftovers (1 and 3 tokens) read one token each
+    assert sorted(s.fed for s in eng.slots) == [10, 11, 11]
+    long_prompt = tuple(range(5, 45))
+    eng.cancel(1)
+    eng.cancel(2)
+    assert eng.submit(EngineRequest(3, long_prompt, GREEDY)) is None
+    eng.step()  # a long prompt beside a decoding slot is read whole
+    assert any(s.request is not None and s.request.id == 3 and s.next_token is not None for s in eng.slots)
+    drain(eng)

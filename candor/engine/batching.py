@@ -21,6 +21,10 @@ from candor.engine.textout import TextOut
 from candor.errors import CandorError, ContextOverflow, EngineError, InvalidParameter
 from candor.types import Chunk, FinishReason, SamplingParams
 
+# A prompt with at most this many tokens left, while other slots decode, reads one token a step in their
+# pass instead of costing a pass of its own (about 10 ms on the default model on 2 cores).
+TRICKLE = 4
+
 
 @dataclass(frozen=True)
 class EngineRequest:
@@ -167,29 +171,63 @@ class BatchEngine:
         return refused
 
     def _fill_batch(self) -> bool:
-        """Put every decoding slot's next token, then prompt chunks, into the batch; False if empty."""
+        """Put every decoding slot's next token and the prompt chunks into the batch; False if empty.
+
+        With one KV stream per slot, llama.cpp cuts a batch into runs of consecutive sequence ids that
+        take the same number of tokens each, and every run is a pass over the weights. So tokens go in
+        sequence order, and the chunks are chosen to keep the runs few (see _chunks).
+        """
         batch = self.context.batch
         batch.clear()
+        decoding = sum(1 for s in self.slots if s.request is not None and s.next_token is not None)
+        chunks = self._chunks(decoding)
+        budget = self._batch_budget - decoding
         for slot in self.slots:
             slot.output_index = -1
             slot.planned = 0
-            if slot.request is not None and slot.next_token is not None:
+            request = slot.request
+            if request is None:
+                continue
+            if slot.next_token is not None:
                 slot.output_index = batch.n_tokens
                 batch.add(slot.next_token, len(slot.held), slot.seq, True)
-        budget = self._batch_budget - batch.n_tokens
-        for slot in self.slots:
-            request = slot.request
-            if request is None or slot.next_token is not None or budget <= 0:
                 continue
-            end = min(len(request.prompt), slot.fed + budget)
+            end = min(len(request.prompt), slot.fed + min(budget, chunks[slot.seq]))
             for pos in range(slot.fed, end):
                 last = pos == len(request.prompt) - 1
                 if last:
                     slot.output_index = batch.n_tokens
                 batch.add(request.prompt[pos], pos, slot.seq, last)
-            slot.planned = end - slot.fed
+            slot.planned = max(0, end - slot.fed)
             budget -= slot.planned
         return batch.n_tokens > 0
+
+    def _chunks(self, decoding: int) -> dict[int, int]:
+        """How many prompt tokens each reading slot takes this step (before the batch budget).
+
+        Prompts of near-equal length read together all take the shortest one's length, so they share
+        one pass; what is left of them (a few tokens) then goes one token a step beside the decoding
+        slots, inside their pass, rather than in passes of its own. On the default model, eight prompts
+        of 15-18 tokens read whole took 185 ms (one pass, then a pass per leftover length); cut to 15
+        each, 129 ms. Over HTTP, 8 streams' median time to first token went 0.227 -> 0.177 s.
+        """
+        left = {
+            s.seq: len(s.request.prompt) - s.fed
+            for s in self.slots
+            if s.request is not None and s.next_token is None
+        }
+        if not left:
+            return {}
+        shortest = min(left.values())
+        chunks = {}
+        for seq, n in left.items():
+            if decoding and n <= TRICKLE:
+                chunks[seq] = 1
+            elif len(left) > 1 and n <= shortest * 3 // 2:
+                chunks[seq] = shortest
+            else:
+                chunks[seq] = n
+        return chunks
 
     def _commit_batch(self) -> None:
         """Record what the successful decode put into each slot's KV."""
