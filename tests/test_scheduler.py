@@ -398,11 +398,11 @@ def test_prompts_read_together_take_even_chunks_and_leftovers_trickle(native: Na
     lengths = (10, 11, 13)
     for i, n in enumerate(lengths):
         assert eng.submit(EngineRequest(i, tuple(range(5, 5 + n)), GREEDY)) is None
-    eng.step()
-    assert sorted(s.fed for s in eng.slots) == [10, 10, 10]  # the 10-token prompt is done, the others wait
-    assert {s.request.id for s in eng.slots if s.request is not None and s.next_token is not None} == {0}
-    eng.step()  # request 0 decodes; the leftovers (1 and 3 tokens) read one token each
+    eng.step()  # the median length is 11: the 13-token prompt is cut to it, the 10-token one read whole
     assert sorted(s.fed for s in eng.slots) == [10, 11, 11]
+    assert {s.request.id for s in eng.slots if s.request is not None and s.next_token is not None} == {0, 1}
+    eng.step()  # requests 0 and 1 decode; the 2 tokens left of request 2 go one a step beside them
+    assert sorted(s.fed for s in eng.slots) == [10, 11, 12]
     long_prompt = tuple(range(5, 45))
     eng.cancel(1)
     eng.cancel(2)
