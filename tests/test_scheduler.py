@@ -410,18 +410,3 @@ def test_prompts_read_together_take_even_chunks_and_leftovers_trickle(native: Na
     eng.step()  # a long prompt beside a decoding slot is read whole
     assert any(s.request is not None and s.request.id == 3 and s.next_token is not None for s in eng.slots)
     drain(eng)
-
-
-def test_warm_up_leaves_the_engine_idle_and_changes_no_result(native: NativeModel) -> None:
-    words = tuple(native.tokenize("hello the world", add_special=True, parse_special=False))
-    cold = engine(native, slots=3)
-    warmed = engine(native, slots=3)
-    warmed.warm_up()
-    assert not warmed.busy and warmed.active_count == 0
-    outputs = []
-    for eng in (cold, warmed):
-        eng.submit(EngineRequest(1, words, GREEDY))
-        events = drain(eng)
-        outputs.append([t for e in events if e.chunk is not None for t in e.chunk.tokens])
-        eng.close()
-    assert len(outputs[0]) == 8 and outputs[0] == outputs[1]

@@ -112,21 +112,6 @@ class BatchEngine:
                 return True
         return False
 
-    def warm_up(self) -> None:
-        """Run every slot once on a 2-token prompt, so that a process's first real step is not slower.
-
-        Measured on the default model with 8 slots: the first step reading 8 prompts took 163-175 ms
-        against 125-135 for later ones, also after a warm-up decode outside the engine; after this (about
-        50 ms), 132-135 ms. Slots keep those 2 tokens' KV, which the next requests simply overwrite.
-        """
-        token = self.model.bos if self.model.bos >= 0 else 0
-        params = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
-        for i in range(len(self.slots)):
-            if self.submit(EngineRequest(-1 - i, (token, token), params)) is not None:
-                return  # a model that cannot generate has nothing to warm
-        while self.busy:
-            self.step()
-
     @property
     def busy(self) -> bool:
         """Whether a step would do work."""

@@ -88,7 +88,6 @@ class Runner:
             kv_unified=False,
         )
         self.engine = BatchEngine(self.model, context, max_request_tokens=ctx)
-        self.engine.warm_up()
         self.embedder: Embedder | None = None
         self.ready = Ready(
             n_ctx=self.engine.context.n_ctx,
