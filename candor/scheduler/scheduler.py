@@ -102,6 +102,14 @@ class LoadedModel:
         }
 
 
+def _serves(loaded: LoadedModel, ctx: int | None) -> bool:
+    """Whether a loaded model has room for `ctx` tokens a request (capped at its trained context, as the
+    runner caps it)."""
+    trained = loaded.card.context_length
+    wanted = min(ctx, trained) if ctx is not None and trained else ctx
+    return wanted is None or wanted <= loaded.ctx
+
+
 class Scheduler:
     """Thread-safe. Create one per process (the server keeps it on app.state); close() when done."""
 
@@ -144,9 +152,7 @@ class Scheduler:
                 if loaded is not None and loaded.runner.closed:  # its runner died: start afresh
                     del self._models[key]
                     loaded = None
-            trained = loaded.card.context_length if loaded is not None else None
-            wanted = min(ctx, trained) if ctx is not None and trained else ctx  # the runner caps it too
-            if loaded is not None and (wanted is None or wanted <= loaded.ctx):
+            if loaded is not None and _serves(loaded, ctx):
                 if keep_alive is not None:
                     loaded.keep_alive = keep_alive
                     if keep_alive != 0 and not loaded.runner.active:
@@ -169,11 +175,7 @@ class Scheduler:
             return False  # load() says why
         with self._lock:
             loaded = self._models.get(key)
-        if loaded is None or loaded.runner.closed:
-            return False
-        trained = loaded.card.context_length
-        wanted = min(ctx, trained) if ctx is not None and trained else ctx
-        return wanted is None or wanted <= loaded.ctx
+        return loaded is not None and not loaded.runner.closed and _serves(loaded, ctx)
 
     def _start(
         self, key: str, path: Path, entry: StoreEntry | None, *, ctx: int, keep_alive: float | None
