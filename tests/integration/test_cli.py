@@ -15,7 +15,8 @@ import httpx
 import ollama
 import pexpect
 import pytest
-from test_server import MODEL, start
+from live_server import start_server, stop_server
+from test_server import MODEL
 
 import candor
 
@@ -223,7 +224,7 @@ def metric(url: str, name: str) -> float:
 
 
 def test_run_goes_through_a_running_candor_server(tmp_path: Path) -> None:
-    proc, url = start(tmp_path / "serve-home")
+    proc, url = start_server(tmp_path / "serve-home")
     env = {**os.environ, "CANDOR_HOST": url.removeprefix("http://")}
     try:
         before = metric(url, "candor_requests_total")
@@ -271,8 +272,7 @@ def test_run_goes_through_a_running_candor_server(tmp_path: Path) -> None:
         bad = run_cli("run", "hi there", "--top-k", "-3", env=env)
         assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "top_k" in bad.stderr
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_server(proc)
 
 
 class _OllamaLike(http.server.BaseHTTPRequestHandler):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import start_server
+from live_server import start_server, stop_server
 
 from candor.cli import serve
 from candor.errors import CandorError
@@ -60,5 +60,4 @@ def test_one_slot_and_no_queue_answer_503_at_once(tmp_path: Path) -> None:
             assert refused.status_code == 503 and "retry" in refused.json()["error"]
             assert time.monotonic() - started < 1.0
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_server(proc)

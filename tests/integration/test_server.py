@@ -14,21 +14,16 @@ import httpx
 import ollama
 import openai
 import pytest
-from live_server import free_port, start_server
+from live_server import free_port, start_server, stop_server
 
 MODEL = "gemma-3-270m:Q4_K_M"
 
 
-def start(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    return start_server(home, *extra)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start(tmp_path_factory.mktemp("serve-home"))
+    proc, url = start_server(tmp_path_factory.mktemp("serve-home"))
     yield url
-    proc.terminate()
-    proc.wait(30)
+    stop_server(proc)
 
 
 def test_ollama_client_generate_chat_embed_list_show_ps(server: str) -> None:
@@ -180,7 +175,7 @@ def test_a_client_that_disconnects_frees_its_slot(server: str) -> None:
 
 
 def test_api_key_is_required_when_set(tmp_path: Path) -> None:
-    proc, url = start(tmp_path, "--api-key", "s3cret")
+    proc, url = start_server(tmp_path, "--api-key", "s3cret")
     try:
         assert httpx.get(url + "/").status_code == 200  # Ollama's probe stays open
         assert httpx.get(url + "/api/tags").status_code == 401
@@ -193,8 +188,7 @@ def test_api_key_is_required_when_set(tmp_path: Path) -> None:
         allowed = openai.OpenAI(base_url=url + "/v1", api_key="s3cret")
         assert MODEL in [m.id for m in allowed.models.list()]
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_server(proc)
 
 
 def test_a_taken_port_is_a_clear_error(server: str) -> None:

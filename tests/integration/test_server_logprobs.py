@@ -10,15 +10,15 @@ import httpx
 import ollama
 import openai
 import pytest
-from test_server import MODEL, start
+from live_server import start_server, stop_server
+from test_server import MODEL
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start(tmp_path_factory.mktemp("serve-logprobs"))
+    proc, url = start_server(tmp_path_factory.mktemp("serve-logprobs"))
     yield url
-    proc.terminate()
-    proc.wait(30)
+    stop_server(proc)
 
 
 def check_entries(entries: Sequence[Any], tokens: int, top: int, *, greedy: bool) -> None:

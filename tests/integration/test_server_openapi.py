@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
+from live_server import start_server, stop_server
 from openapi_spec_validator import validate
-from test_server import start
 
 from candor.server.ollama import protocol as ollama_protocol
 from candor.server.ollama.store_routes import CreateRequest, PullRequest
@@ -41,15 +41,14 @@ ROUTES = {
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    proc, url = start(tmp_path_factory.mktemp("serve-openapi"))
+    proc, url = start_server(tmp_path_factory.mktemp("serve-openapi"))
     try:
         answer = httpx.get(url + "/openapi.json", timeout=30)
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
         assert httpx.get(url + "/health", timeout=10).json() == {"status": "ok"}
         yield answer.json()
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_server(proc)
 
 
 def test_it_is_valid_openapi_3(spec: dict[str, Any]) -> None:

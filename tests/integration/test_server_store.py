@@ -11,7 +11,8 @@ import ollama
 import pytest
 from gguf_factory import write_tiny_llama
 from hf_hub_server import FakeFile, FakeRepo, running_hub
-from test_server import MODEL, start
+from live_server import start_server, stop_server
+from test_server import MODEL
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,13 @@ def hub_and_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
         os.environ["HF_ENDPOINT"] = hub.url
         os.environ["HF_HOME"] = str(home / "hf")
         try:
-            proc, url = start(home / "candor")
+            proc, url = start_server(home / "candor")
         finally:
             del os.environ["HF_ENDPOINT"], os.environ["HF_HOME"]
         try:
             yield hub.url, url
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop_server(proc)
 
 
 def test_pull_streams_progress_and_the_model_runs(hub_and_server: tuple[str, str]) -> None:

@@ -20,7 +20,7 @@ import ollama
 import openai
 import pytest
 from gguf_factory import write_tiny_llama
-from test_server import start
+from live_server import start_server, stop_server
 
 from candor.prompt.replies import parse_reply, reply_format, split_thinking
 from candor.scheduler import RequestHandle
@@ -159,10 +159,9 @@ def thinking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             timeout=120,
         )
         assert imported.returncode == 0, imported.stderr
-    proc, url = start(home / "candor")
+    proc, url = start_server(home / "candor")
     yield url
-    proc.terminate()
-    proc.wait(30)
+    stop_server(proc)
 
 
 def test_openai_streams_reasoning_content_as_it_is_written(thinking_server: str) -> None:
