@@ -2,8 +2,12 @@
 """`candor serve` against llama-server over HTTP, same model, threads, slots and context, alternating.
 
 Uses the team's client scripts (shared/bench/load.py: concurrent streaming clients, tokens counted from
-`usage`; shared/bench/prefix_ttft.py: a second chat turn over a ~1,000-token history). Both servers are
+`usage`; shared/bench/prefix_ttft.py: a second chat turn over a ~1,000-token history). Every server is
 warmed with one request first (llama-server loads its model at start; candor on first use).
+
+llama-server runs twice a round: as upstream runs by default (weights mapped from the file), and holding
+the weights as candor's runner does (`--load-mode none`, glibc asked for huge pages), so that the second
+ratio is candor's own overhead over the same memory layout.
 
     python benchmarks/bench_http.py [--runs 3] [--llama-tools DIR] [--shared-bench ../shared/bench]
 """
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from candor.benchmark import find_llama_tools, spread
+from candor.benchmark import find_llama_tools, held_in_ram, spread
 from candor.store import Store
 
 SLOTS = 8
@@ -93,13 +97,15 @@ def main() -> None:
             "need llama.cpp's tools (--llama-tools) and the shared client scripts (--shared-bench)"
         )
     model_path = Path(Store().builtin_entry().path)
-    rows: dict[str, list[dict[str, float]]] = {"llama": [], "candor": []}
-    env = {**os.environ, "CANDOR_THREADS": str(args.threads), "CANDOR_CTX": str(CTX)}
+    rows: dict[str, list[dict[str, float]]] = {"llama": [], "llama_ram": [], "candor": []}
+    candor_env = {**os.environ, "CANDOR_THREADS": str(args.threads), "CANDOR_CTX": str(CTX)}
     for run in range(args.runs):
-        for who in ["llama", "candor"] if run % 2 == 0 else ["candor", "llama"]:
+        order = list(rows)[run % 3 :] + list(rows)[: run % 3]  # each goes first, second and third in turn
+        for who in order:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            if who == "llama":
+            env: dict[str, str] | None = candor_env
+            if who.startswith("llama"):
                 cmd = [
                     str(tools / "llama-server"),
                     "-m",
@@ -115,6 +121,7 @@ def main() -> None:
                     "--host",
                     "127.0.0.1",
                 ]
+                cmd, env = held_in_ram(cmd, who == "llama_ram")
                 ready, model = "/health", "gemma"
             else:
                 code = (
@@ -138,28 +145,23 @@ def main() -> None:
     def col(who: str, key: str) -> list[float]:
         return [r[key] for r in rows[who]]
 
-    pairs = lambda key: [c / ll for c, ll in zip(col("candor", key), col("llama", key), strict=True)]  # noqa: E731
+    def pairs(key: str, llama: str) -> str:
+        return spread([c / ll for c, ll in zip(col("candor", key), col(llama, key), strict=True)])
+
     print(f"{model_path.name}, {args.threads} threads, {SLOTS} slots, {args.runs} alternating runs over HTTP")
-    print(
-        f"1 stream   t/s: llama-server {spread(col('llama', 'one'))}  candor {spread(col('candor', 'one'))}"
-        f"  ratio {spread(pairs('one'))}"
-    )
-    print(
-        f"8 streams  t/s: llama-server {spread(col('llama', 'eight'))}"
-        f"  candor {spread(col('candor', 'eight'))}"
-        f"  ratio {spread(pairs('eight'))}"
-    )
-    print(
-        f"8 streams median TTFT s: llama-server {spread(col('llama', 'ttft8'))}  "
-        f"candor {spread(col('candor', 'ttft8'))}"
-    )
-    print(
-        f"second-turn TTFT s: llama-server {spread(col('llama', 'warm'))}"
-        f"  candor {spread(col('candor', 'warm'))}"
-    )
-    print(
-        f"errors: llama-server {sum(col('llama', 'errors')):.0f}, candor {sum(col('candor', 'errors')):.0f}"
-    )
+    print("llama-server: as upstream runs by default / with the weights in memory as candor holds them")
+    for key, what in (
+        ("one", "1 stream   t/s"),
+        ("eight", "8 streams  t/s"),
+        ("ttft8", "8 streams median TTFT s"),
+        ("warm", "second-turn TTFT s"),
+    ):
+        print(
+            f"{what}: llama-server {spread(col('llama', key))} / {spread(col('llama_ram', key))}"
+            f"  candor {spread(col('candor', key))}  ratio {pairs(key, 'llama')} / {pairs(key, 'llama_ram')}"
+        )
+    errors = {who: round(sum(col(who, "errors"))) for who in rows}
+    print(f"errors: llama-server {errors['llama']} / {errors['llama_ram']}, candor {errors['candor']}")
     print(json.dumps(rows))
 
 

@@ -6,6 +6,9 @@ Three figures, each alternating candor and llama.cpp at least --runs times on th
   2. 8 streams of 128 tokens, default sampler chain: aggregate decode t/s  vs  llama-batched-bench
      (8 sequences, 128 generated tokens each; it samples nothing, so it is the ceiling)
   3. a second chat turn over a ~1,000-token history: time to first token vs the first turn's
+llama.cpp's tools run twice for 1 and 2: as upstream runs by default (weights mapped from the file), and
+holding the weights as candor's runner does (read into memory on huge pages, `--load-mode none`), so
+that the second ratio is candor's own overhead over the same memory layout.
 
     python benchmarks/bench_scheduler.py [--model PATH] [--threads 2] [--runs 5] [--llama-tools DIR]
 """
@@ -105,17 +108,21 @@ def main() -> None:
     rng = random.Random(0)
     one_stream(sched, 0)  # warm-up
     concurrent_decode_rate(sched, None, streams=STREAMS, prompt=PROMPT, gen=GEN, rng=rng, vocab=vocab)
-    rows: dict[str, list[float]] = {
-        k: [] for k in ("llama_tg", "candor_tg", "batched", "candor_8", "ttft_8", "turn1", "turn2")
-    }
+    keys = ("llama_tg", "llama_tg_ram", "candor_tg", "batched", "batched_ram", "candor_8", "ttft_8")
+    rows: dict[str, list[float]] = {k: [] for k in (*keys, "turn1", "turn2")}
     for run in range(args.runs):
         order = ["llama", "candor"] if run % 2 == 0 else ["candor", "llama"]
         for who in order:
             if who == "llama":
-                rows["llama_tg"].append(llama_bench(tools, path, args.threads, prompt=0, gen=GEN))
-                rows["batched"].append(
-                    llama_batched_bench(tools, path, args.threads, streams=STREAMS, prompt=PROMPT, gen=GEN)
-                )
+                for in_ram, suffix in ((False, ""), (True, "_ram")):
+                    rows["llama_tg" + suffix].append(
+                        llama_bench(tools, path, args.threads, prompt=0, gen=GEN, in_ram=in_ram)
+                    )
+                    rows["batched" + suffix].append(
+                        llama_batched_bench(
+                            tools, path, args.threads, streams=STREAMS, prompt=PROMPT, gen=GEN, in_ram=in_ram
+                        )
+                    )
             else:
                 rows["candor_tg"].append(one_stream(sched, run))
                 agg, ttft = concurrent_decode_rate(
@@ -131,23 +138,31 @@ def main() -> None:
             file=sys.stderr,
         )
     sched.close()
-    tg = [c / ll for c, ll in zip(rows["candor_tg"], rows["llama_tg"], strict=True)]
-    agg = [c / b for c, b in zip(rows["candor_8"], rows["batched"], strict=True)]
+
+    def ratios(ours: str, theirs: str) -> list[float]:
+        return [c / ll for c, ll in zip(rows[ours], rows[theirs], strict=True)]
+
+    tg, tg_ram = ratios("candor_tg", "llama_tg"), ratios("candor_tg", "llama_tg_ram")
+    agg, agg_ram = ratios("candor_8", "batched"), ratios("candor_8", "batched_ram")
     turns = [b / a for a, b in zip(rows["turn1"], rows["turn2"], strict=True)]
     print(
         f"model {path.name}, {args.threads} threads, {args.runs} alternating runs, through the scheduler "
         f"(runner process, {STREAMS} slots)"
     )
     print(
-        f"1 stream   decode: llama-bench tg128 {spread(rows['llama_tg'])}  candor {spread(rows['candor_tg'])}"
+        f"1 stream   decode: llama-bench tg128 {spread(rows['llama_tg'])} (weights in memory "
+        f"{spread(rows['llama_tg_ram'])})  candor {spread(rows['candor_tg'])}"
     )
     print(
-        f"8 streams  decode: batched-bench {spread(rows['batched'])}  candor {spread(rows['candor_8'])} t/s "
+        f"8 streams  decode: batched-bench {spread(rows['batched'])} (weights in memory "
+        f"{spread(rows['batched_ram'])})  candor {spread(rows['candor_8'])} t/s "
         f"(median TTFT {statistics.median(rows['ttft_8']):.3f} s)"
     )
     print(f"chat turn TTFT: first {spread(rows['turn1'])} s, second {spread(rows['turn2'])} s")
     print(f"ratio 1-stream decode candor/llama-bench:          {spread(tg)}")
+    print(f"  same, llama-bench with the weights in memory:    {spread(tg_ram)}")
     print(f"ratio 8-stream aggregate candor/llama-batched-bench: {spread(agg)}")
+    print(f"  same, batched-bench with the weights in memory:    {spread(agg_ram)}")
     print(f"ratio second-turn TTFT / first-turn TTFT:          {spread(turns)}")
     print(json.dumps({"model": path.name, "threads": args.threads, **rows}))
 

@@ -17,6 +17,7 @@ import llama_cpp
 
 from candor.model import Model
 from candor.scheduler import Scheduler
+from candor.scheduler.process import runner_environment
 from candor.types import SamplingParams
 
 
@@ -36,7 +37,17 @@ def find_llama_tools(explicit: str | None = None) -> Path | None:
     return None
 
 
-def llama_bench(tools: Path, model: Path, threads: int, *, prompt: int, gen: int) -> float:
+def held_in_ram(cmd: list[str], in_ram: bool) -> tuple[list[str], dict[str, str] | None]:
+    """A llama.cpp tool's command and environment: as upstream runs by default (weights mapped from the
+    file), or holding the weights as a candor runner does (read into memory, glibc asked for huge pages)."""
+    if not in_ram:
+        return cmd, None
+    return [*cmd, "--load-mode", "none"], runner_environment()
+
+
+def llama_bench(
+    tools: Path, model: Path, threads: int, *, prompt: int, gen: int, in_ram: bool = False
+) -> float:
     """One llama-bench measurement (it warms up first); tokens/s."""
     cmd = [
         str(tools / "llama-bench"),
@@ -53,12 +64,13 @@ def llama_bench(tools: Path, model: Path, threads: int, *, prompt: int, gen: int
         "-o",
         "json",
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    cmd, env = held_in_ram(cmd, in_ram)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
 def llama_batched_bench(
-    tools: Path, model: Path, threads: int, *, streams: int, prompt: int, gen: int
+    tools: Path, model: Path, threads: int, *, streams: int, prompt: int, gen: int, in_ram: bool = False
 ) -> float:
     """llama-batched-bench's generation tokens/s for `streams` sequences (it samples nothing)."""
     cmd = [
@@ -79,7 +91,8 @@ def llama_batched_bench(
         "--output-format",
         "jsonl",
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    cmd, env = held_in_ram(cmd, in_ram)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     line = [x for x in out.splitlines() if x.startswith("{")][-1]
     return float(json.loads(line)["speed_tg"])
 

@@ -51,6 +51,15 @@ def _int(text: str) -> int:
     return int(text)
 
 
+LOAD_MODES = ("auto", "ram", "mmap")
+
+
+def _load_mode(text: str) -> str:
+    if text not in LOAD_MODES:
+        raise ValueError(f"must be one of {', '.join(LOAD_MODES)}")
+    return text
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CANDOR_HOME",
@@ -76,6 +85,14 @@ SETTINGS: tuple[Setting, ...] = (
         lambda: -1,
         "layers to offload to a GPU backend; -1 = as many as fit in free GPU memory, 0 = none",
     ),
+    Setting(
+        "CANDOR_LOAD_MODE",
+        _load_mode,
+        lambda: "auto",
+        "how a runner holds a model's weights: ram (read into memory, on huge pages where the system "
+        "allows), mmap (mapped from the file, as llama.cpp does by default) or auto (ram when the "
+        "model fits in half of the available memory)",
+    ),
 )
 
 
@@ -88,6 +105,7 @@ class Settings:
     threads: int
     batch: int
     gpu_layers: int
+    load_mode: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -14,6 +14,7 @@ from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, S
 from candor.errors import CandorError, InvalidParameter
 from candor.identity import ModelCard
 from candor.options import apply_options
+from candor.plan import available_memory, hold_weights
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.store import Store, StoreEntry
@@ -42,6 +43,7 @@ class Model:
         batch: int,
         gpu_layers: int,
         entry: StoreEntry | None = None,
+        load_mode: str = "auto",
     ) -> None:
         started = time.perf_counter()
         self.path = path
@@ -50,7 +52,10 @@ class Model:
         self.system: str | None = entry.system if entry else None
         self.defaults: SamplingParams = apply_options(SamplingParams(), entry.parameters if entry else {})
         self.card: ModelCard = checked_card(path)  # a malformed file never reaches llama.cpp
-        self._native = NativeModel(path, gpu_layers=gpu_layers)
+        # In this process glibc's huge pages cannot be asked for any more (a runner's environment asks at
+        # exec); reading the weights into memory still beats mapping them (see plan/holding.py).
+        in_ram, self.weights = hold_weights(load_mode, path.stat().st_size, available_memory())
+        self._native = NativeModel(path, gpu_layers=gpu_layers, weights_in_ram=in_ram)
         try:
             n_ctx = min(ctx, self._native.n_ctx_train) if self._native.n_ctx_train > 0 else ctx
             config = ContextConfig(n_ctx=n_ctx, n_batch=min(batch, n_ctx), n_threads=threads, n_outputs_max=1)
@@ -320,4 +325,5 @@ def load(
         threads=s.threads if threads is None else threads,
         batch=s.batch,
         gpu_layers=s.gpu_layers if gpu_layers is None else gpu_layers,
+        load_mode=s.load_mode,
     )

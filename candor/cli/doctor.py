@@ -11,6 +11,7 @@ from typing import Any
 from candor import __version__
 from candor.config import Settings, describe
 from candor.engine import build_info
+from candor.plan import huge_pages_status
 
 EXAMPLE = "example: candor doctor --json"
 
@@ -40,6 +41,8 @@ def report() -> dict[str, Any]:
         "gpu_offload": info.gpu_offload,
         "cpu_features": list(info.cpu_features),
         "threads": settings.threads,
+        "huge_pages": huge_pages_status(),
+        "load_mode": settings.load_mode,
         "home": str(settings.home),
         "settings": [{"env": env, "value": value, "description": d} for env, value, d in describe()],
     }
@@ -63,6 +66,7 @@ def handle(args: argparse.Namespace) -> int:
         ("GPU offload", gpu),
         ("CPU features", " ".join(data["cpu_features"]) or "none reported"),
         ("threads", f"{data['threads']} (CANDOR_THREADS)"),
+        ("weights", f"{data['load_mode']} (CANDOR_LOAD_MODE); huge pages: {data['huge_pages']}"),
         ("candor home", f"{data['home']} (CANDOR_HOME: store, caches, settings)"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -15,12 +15,14 @@ from candor.plan.kv import NO_KV_ARCHS
 class NativeModel:
     """Owns a `llama_model*`; tokenizes and detokenizes with its vocabulary."""
 
-    def __init__(self, path: Path, *, gpu_layers: int = -1, use_mmap: bool = True) -> None:
+    def __init__(self, path: Path, *, gpu_layers: int = -1, weights_in_ram: bool = False) -> None:
         sink = ensure_backend()
         params = llama_cpp.llama_model_default_params()
         # -1 asks for every layer: llama.cpp clamps it to what the backends can hold.
         params.n_gpu_layers = 999 if gpu_layers < 0 else gpu_layers
-        params.use_mmap = use_mmap
+        # Read into allocated memory, or (llama.cpp's default) map the file: see plan/holding.py.
+        mapped = llama_cpp.LLAMA_LOAD_MODE_AUTO
+        params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE if weights_in_ram else mapped
         mark = sink.mark()
         handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not handle:

@@ -6,12 +6,14 @@ and from llama.cpp's own sizing rules, mirrored here with the file and function 
 
 Modules, each importing only those above it: parts (Part, MemoryPlan), shapes (the model's
 hyperparameters), kv (context sizes, KV caches), compute (ggml-alloc replayed over the graph), weights
-(tensors per device), memory (memory_plan, choose_gpu_layers).
+(tensors per device), memory (memory_plan, choose_gpu_layers), holding (weights read into memory or
+mapped).
 """
 
 from candor.plan.compute import TENSOR_ALIGNMENT, GraphShape, compute_peak, graph_shape, replay
 from candor.plan.compute import _Graph as _Graph  # the replay's graph, for tests
 from candor.plan.compute import _View as _View
+from candor.plan.holding import available_memory, hold_weights, huge_pages_status
 from candor.plan.kv import (
     CTX_PAD,
     KV_TYPES,
@@ -54,10 +56,13 @@ __all__ = [
     "Part",
     "Shapes",
     "SwaRule",
+    "available_memory",
     "choose_gpu_layers",
     "compute_peak",
     "context_sizes",
     "graph_shape",
+    "hold_weights",
+    "huge_pages_status",
     "kv_caches",
     "layer_of",
     "memory_plan",

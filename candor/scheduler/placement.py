@@ -1,4 +1,5 @@
-"""Where a runner puts a model's layers: all on the CPU, as configured, or as many on the GPU as fit.
+"""Where a runner puts a model's layers (all on the CPU, as configured, or as many on the GPU as fit) and
+how it holds the weights that stay in RAM (read into memory, or mapped from the file).
 
 A runner process decides for itself, just before loading: asking a GPU how much memory is free creates
 a driver context (hundreds of MiB on CUDA) in the asking process, which the scheduler must not hold.
@@ -6,14 +7,14 @@ a driver context (hundreds of MiB on CUDA) in the asking process, which the sche
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from candor.engine.build_info import gpu_memory
 from candor.errors import CandorError
 from candor.identity import read_card
-from candor.plan import MIB, MemoryPlan, choose_gpu_layers, memory_plan
+from candor.plan import MIB, MemoryPlan, available_memory, choose_gpu_layers, hold_weights, memory_plan
 from candor.scheduler.protocol import RunnerConfig
 
 # Left free on every GPU, as llama-server's --fit leaves 1 GiB by default: the driver, the CUDA graphs and
@@ -29,9 +30,19 @@ class Placement:
     decided_by: str
     host_bytes: int | None  # None: the plan could not be made (the weights' size is charged instead)
     gpu_bytes: int
+    weights_in_ram: bool = False  # read into allocated memory, else mapped from the file
+    weights: str = ""  # that choice and why, for /api/ps
 
 
 def place(config: RunnerConfig) -> Placement:
+    """Choose GPU layers, then how to hold the weights."""
+    layers = place_layers(config)
+    host = layers.host_bytes if layers.host_bytes is not None else Path(config.path).stat().st_size
+    in_ram, why = hold_weights(config.load_mode, host, available_memory())
+    return replace(layers, weights_in_ram=in_ram, weights=why)
+
+
+def place_layers(config: RunnerConfig) -> Placement:
     """Choose GPU layers for a runner: the configured number, else the plan's best fit on free GPU memory."""
     gpus = gpu_memory()
     options: dict[str, Any] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -32,6 +33,21 @@ from candor.scheduler.protocol import (
 
 logger = logging.getLogger(__name__)
 
+# glibc's malloc marks the blocks it maps (llama.cpp's weight, KV-cache and compute buffers) for transparent
+# huge pages. Most distributions enable those only where a program asks (THP "madvise" mode) and llama.cpp
+# never asks, so without this its buffers sit on 4 KiB pages. glibc reads tunables once, at exec; glibc
+# older than 2.35 and other C libraries ignore this one.
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def runner_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a runner starts with: ours, plus the huge-pages tunable unless one is set."""
+    env = dict(os.environ if environ is None else environ)
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" not in tunables:
+        env["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
+    return env
+
 
 class RunnerProcess:
     """A started runner. Thread-safe: many callers submit; one reader thread dispatches what comes back."""
@@ -56,6 +72,7 @@ class RunnerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "candor.scheduler.runner_child", str(child_fd)],
             pass_fds=(child_fd,),
+            env=runner_environment(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

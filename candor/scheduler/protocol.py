@@ -66,6 +66,7 @@ class Ready:
     placement: str = ""  # who decided the GPU layers, and why
     host_bytes: int | None = None  # the memory plan's bytes in RAM (None: no plan)
     gpu_bytes: int = 0  # and on the GPU
+    weights: str = ""  # how the weights are held (read into memory or mapped from the file), and why
 
 
 @dataclass(frozen=True)
@@ -108,3 +109,4 @@ class RunnerConfig:
     batch: int
     gpu_layers: int  # -1: as many as fit (decided by the runner from the memory plan), else exactly this
     kv_type: str = "f16"
+    load_mode: str = "auto"  # CANDOR_LOAD_MODE: ram, mmap, or auto (the runner decides)

@@ -71,7 +71,9 @@ class Runner:
             self._arrives = lambda seconds: bool(poller.poll(seconds * 1000))
         started = time.perf_counter()
         placement = place(config)
-        self.model = NativeModel(Path(config.path), gpu_layers=placement.gpu_layers)
+        self.model = NativeModel(
+            Path(config.path), gpu_layers=placement.gpu_layers, weights_in_ram=placement.weights_in_ram
+        )
         ctx = min(config.ctx, self.model.n_ctx_train) if self.model.n_ctx_train > 0 else config.ctx
         context = ContextConfig(
             n_ctx=ctx * config.parallel,
@@ -100,6 +102,7 @@ class Runner:
             placement=placement.decided_by,
             host_bytes=placement.host_bytes,
             gpu_bytes=placement.gpu_bytes,
+            weights=placement.weights,
         )
 
     def tokens_for(self, message: Generate) -> tuple[int, ...]:

@@ -99,6 +99,7 @@ class LoadedModel:
             "size_vram": self.runner.ready.gpu_bytes,
             "gpu_layers": self.runner.ready.gpu_layers,
             "placement": self.runner.ready.placement,
+            "weights": self.runner.ready.weights,
         }
 
 
@@ -193,6 +194,7 @@ class Scheduler:
             batch=self.settings.batch,
             gpu_layers=self.settings.gpu_layers,
             kv_type=self.config.kv_type,
+            load_mode=self.settings.load_mode,
         )
         name = entry.name if entry is not None else str(path)
         runner = RunnerProcess(

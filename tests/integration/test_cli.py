@@ -141,8 +141,13 @@ def test_doctor_reports_the_llama_cpp_build() -> None:
     assert data["llama_cpp_commit"] and data["llama_cpp_commit"] != "unknown"
     assert "CPU" in data["backends"]
     assert any(s["env"] == "CANDOR_CTX" for s in data["settings"])
+    assert data["load_mode"] == "auto"
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp.exists() and "[madvise]" in thp.read_text():  # this machine: glibc 2.36 asks for them
+        assert data["huge_pages"].startswith("yes (system mode 'madvise'")
     human = run_cli("doctor")
     assert "llama.cpp build" in human.stdout and "CANDOR_THREADS" in human.stdout
+    assert "CANDOR_LOAD_MODE" in human.stdout
 
 
 def test_version_and_help_with_examples() -> None:

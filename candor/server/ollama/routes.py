@@ -350,9 +350,11 @@ async def ps(request: Request) -> dict[str, Any]:
                 else "0001-01-01T00:00:00Z",
                 "size_vram": info["size_vram"],
                 "context_length": info["context_length"],
-                # candor's own: layers on the GPU and who chose them (the memory plan, or a setting)
+                # candor's own: layers on the GPU and who chose them (the memory plan, or a setting), and
+                # whether the weights were read into memory or are mapped from the file
                 "gpu_layers": info["gpu_layers"],
                 "placement": info["placement"],
+                "weights": info["weights"],
             }
         )
     return {"models": models}
