@@ -410,3 +410,18 @@ def test_prompts_read_together_take_even_chunks_and_leftovers_trickle(native: Na
     eng.step()  # a long prompt beside a decoding slot is read whole
     assert any(s.request is not None and s.request.id == 3 and s.next_token is not None for s in eng.slots)
     drain(eng)
+
+
+def test_the_load_time_warm_up_leaves_no_trace(native: NativeModel) -> None:
+    # The runner decodes and samples one burst-shaped batch at load; requests must not see it.
+    cold, warm = engine(native, slots=3), engine(native, slots=3)
+    warm.warm_up(tokens_per_slot=5)
+    assert not warm.busy and all(not s.held and s.sampler is None for s in warm.slots)
+    assert all(warm.context.earliest_position(s.seq) == -1 for s in warm.slots)  # KV empty
+    texts = []
+    for eng in (cold, warm):
+        for i in range(3):
+            assert eng.submit(EngineRequest(i, tuple(range(7 + i, 20 + 2 * i)), GREEDY)) is None
+        texts.append(sorted((e.request_id, e.chunk.text) for e in drain(eng) if e.chunk is not None))
+        eng.close()
+    assert texts[0] == texts[1] and any(text for _, text in texts[0])

@@ -17,6 +17,7 @@ from typing import Any
 from candor.engine import ContextConfig, Embedder, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
 from candor.errors import CandorError
+from candor.plan.kv import NO_KV_ARCHS
 from candor.scheduler.placement import place
 from candor.scheduler.protocol import (
     Cancel,
@@ -90,6 +91,8 @@ class Runner:
             kv_unified=False,
         )
         self.engine = BatchEngine(self.model, context, max_request_tokens=ctx)
+        if self.model.architecture not in NO_KV_ARCHS:  # a model that cannot generate has nothing to warm
+            self.engine.warm_up()
         self.embedder: Embedder | None = None
         self.ready = Ready(
             n_ctx=self.engine.context.n_ctx,
