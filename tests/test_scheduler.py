@@ -425,3 +425,22 @@ def test_the_load_time_warm_up_leaves_no_trace(native: NativeModel) -> None:
         texts.append(sorted((e.request_id, e.chunk.text) for e in drain(eng) if e.chunk is not None))
         eng.close()
     assert texts[0] == texts[1] and any(text for _, text in texts[0])
+
+
+def test_a_short_shared_prefix_is_read_again_beside_other_prompts_but_reused_alone(
+    native: NativeModel,
+) -> None:
+    eng = engine(native, slots=3)
+    assert eng.submit(EngineRequest(0, tuple(range(5, 25)), GREEDY)) is None
+    drain(eng)  # one slot now holds tokens 5..24 and what was generated after them
+    same_start = (5, 6, 7, 8, *range(100, 116))  # shares 4 tokens with it, 20 long like the others
+    for i, prompt in enumerate((same_start, tuple(range(150, 170)), tuple(range(200, 220))), start=1):
+        assert eng.submit(EngineRequest(i, prompt, GREEDY)) is None
+    eng.step()  # read together: all three from the start, 20 tokens each, one run
+    assert [s.planned for s in eng.slots] == [20, 20, 20] and all(s.fed == 20 for s in eng.slots)
+    drain(eng)
+    cached = next(s for s in eng.slots if s.held[:4] == [5, 6, 7, 8])
+    assert eng.submit(EngineRequest(4, (5, 6, 7, 8, *range(250, 260)), GREEDY)) is None
+    eng._admit()  # alone, the same 4 shared tokens are worth keeping
+    assert cached.request is not None and cached.request.id == 4 and cached.fed == 4
+    drain(eng)

@@ -25,6 +25,11 @@ from candor.types import Chunk, FinishReason, SamplingParams
 # pass instead of costing a pass of its own (about 10 ms on the default model on 2 cores).
 TRICKLE = 4
 
+# A shared prefix shorter than this is read again, rather than reused, when other prompts are read in the
+# same step: a few reused tokens save little, but leave this prompt shorter than the others, and llama.cpp
+# reads each run of equal lengths in a pass of its own (see _fill_batch).
+MIN_REUSE_BESIDE_OTHERS = 16
+
 # Prompt tokens per slot in the load-time warm-up batch: about the size of a chat message.
 WARM_UP_TOKENS = 16
 
@@ -183,6 +188,7 @@ class BatchEngine:
 
     def _admit(self) -> list[EngineEvent]:
         refused: list[EngineEvent] = []
+        reading = sum(1 for s in self.slots if s.request is not None and s.next_token is None)
         while self.waiting:
             idle = [s for s in self.slots if not s.active]
             if not idle:
@@ -195,7 +201,11 @@ class BatchEngine:
                 continue
             # The idle slot whose KV shares the longest prefix with this prompt; else the least recently used.
             slot = max(idle, key=lambda s: (common_prefix(s.held, request.prompt), -s.last_used))
-            keep = self.context.reuse_prefix(slot.seq, slot.held, request.prompt)
+            # With other prompts read in this step, a short shared prefix is read again (an even run).
+            together = reading + min(len(self.waiting), len(idle) - 1) > 0
+            minimum = MIN_REUSE_BESIDE_OTHERS if together else 1
+            keep = self.context.reuse_prefix(slot.seq, slot.held, request.prompt, minimum=minimum)
+            reading += 1
             slot.request = request
             slot.fed = keep
             slot.next_token = None

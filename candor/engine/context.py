@@ -136,14 +136,15 @@ class NativeContext:
         """Drop a sequence's KV from position `start` on; False if the cache cannot cut there."""
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1))
 
-    def reuse_prefix(self, seq_id: int, held: list[int], prompt: Sequence[int]) -> int:
+    def reuse_prefix(self, seq_id: int, held: list[int], prompt: Sequence[int], *, minimum: int = 1) -> int:
         """Keep the KV of the longest prefix `held` shares with `prompt`, drop the rest; return its length.
 
         `held` (the tokens this sequence's KV holds, by position) is trimmed to match. The prompt's last
-        token is always decoded again, since its logits are needed.
+        token is always decoded again, since its logits are needed. A prefix shorter than `minimum` is
+        dropped too.
         """
         keep = min(common_prefix(held, prompt), len(prompt) - 1)
-        if keep > 0 and self.forget(seq_id, keep):
+        if keep >= max(1, minimum) and self.forget(seq_id, keep):
             # A sliding-window cache may already have dropped the positions the next token attends to.
             n_swa = self.model.n_swa
             window_start = max(0, keep - n_swa) if n_swa > 0 else 0
