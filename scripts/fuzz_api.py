@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +35,10 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests")]
+from live_server import free_port, start_server, stop_server  # noqa: E402  (the tests' server helpers)
 
 MODEL = "gemma-3-270m:Q4_K_M"
 GENERATES = ("/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions")
@@ -71,47 +72,22 @@ class Report:
         return not self.failures and self.runner_crashes == 0 and self.server_alive
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve() -> Iterator[str]:
     """A fresh `candor serve` on loopback with a private store; stopped (and its runners) at the end."""
     with tempfile.TemporaryDirectory(prefix="candor-fuzz-") as home:
-        port = free_port()
         env = {
-            **os.environ,
-            "CANDOR_HOME": str(Path(home) / "candor"),
             "HF_HOME": str(Path(home) / "hf"),
             "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nothing listens: pulls fail fast, offline
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "candor", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.2)
-            else:
-                raise SystemExit("the server did not start within 60 s")
+            proc, url = start_server(Path(home) / "candor", env=env)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
+        try:
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_server(proc)
 
 
 def metric(url: str, name: str) -> float:

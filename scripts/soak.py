@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests")]
+from live_server import start_server, stop_server  # noqa: E402  (the tests' server helpers)
 
 MODEL = "gemma-3-270m:Q4_K_M"
 RSS_GROWTH_LIMIT = 0.10  # a fraction of the resident memory after the warm-up
@@ -273,41 +276,16 @@ def judge(snapshots: list[Snapshot], warmup: float) -> tuple[dict[str, Any], lis
 # -- the run ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(home: Path, ctx: int, threads: int | None) -> tuple[subprocess.Popen[bytes], str]:
+def start_loaded_server(home: Path, ctx: int, threads: int | None) -> tuple[subprocess.Popen[bytes], str]:
     """`candor serve` on a free port; returns once it answers and the default model is loaded."""
-    port = free_port()
-    env = {**os.environ, "CANDOR_HOME": str(home), "CANDOR_CTX": str(ctx)}
-    if threads:
-        env["CANDOR_THREADS"] = str(threads)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "candor", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"candor serve exited with status {proc.returncode}")
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("candor serve did not answer within 120 s")
-        time.sleep(0.2)
+    env = {"CANDOR_CTX": str(ctx), **({"CANDOR_THREADS": str(threads)} if threads else {})}
+    try:
+        proc, url = start_server(home, env=env, timeout=120)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
     loaded = httpx.post(url + "/api/generate", json={"model": MODEL, "prompt": ""}, timeout=300)
     if loaded.status_code != 200:
-        proc.kill()
+        stop_server(proc)
         raise SystemExit(f"loading {MODEL} failed: {loaded.text}")
     return proc, url
 
@@ -327,18 +305,13 @@ def soak(
     warmup = min(60.0, seconds / 4) if warmup is None else warmup
     tally = Tally()
     with tempfile.TemporaryDirectory(prefix="candor-soak-") as home:
-        proc, url = start_server(Path(home), ctx, threads)
+        proc, url = start_loaded_server(Path(home), ctx, threads)
         try:
             snapshots, ran = asyncio.run(
                 _drive(proc.pid, url, seconds, clients, max_tokens, interval, tally, progress)
             )
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_server(proc)
     figures, failures = judge(snapshots, warmup)
     if tally.errors:
         failures.insert(0, f"{len(tally.errors)} request errors, first: {tally.errors[0]}")

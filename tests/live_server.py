@@ -1,5 +1,5 @@
 """`candor serve` started for real, on a free loopback port with its own CANDOR_HOME, for the tests that
-drive it over HTTP."""
+drive it over HTTP (and for scripts/fuzz_api.py and scripts/soak.py)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,11 @@ def start_server(
                 return proc, url
         except httpx.HTTPError:
             pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise AssertionError("the server did not start")
+        if proc.poll() is not None:
+            raise RuntimeError(f"candor serve exited with status {proc.returncode} before answering")
+        if time.monotonic() > deadline:
+            stop_server(proc)
+            raise RuntimeError(f"candor serve did not answer within {timeout:.0f} s")
         time.sleep(0.1)
 
 
