@@ -9,6 +9,7 @@ import pytest
 
 import candor
 from candor import ContextOverflow, FinishReason
+from candor.store import Store
 
 PROMPT = "The history of the printing press begins"
 
@@ -151,3 +152,13 @@ def test_tokenize_round_trip(gemma: candor.Model) -> None:
     assert gemma.tokenize("<start_of_turn>", add_special=False, parse_special=True) == [
         gemma.card.special_tokens_present["<start_of_turn>"]
     ]
+
+
+def test_the_default_model_entry_is_remembered_until_its_file_changes() -> None:
+    store = Store()  # a private CANDOR_HOME: the model is assembled and verified here
+    entry = store.builtin_entry()
+    assert store.builtin_entry() is entry  # a server asks per request: one stat answers
+    Path(entry.path).write_bytes(b"not the model any more")
+    again = store.builtin_entry()  # the file changed: verified again, so assembled again
+    assert again is not entry and again.sha256 == entry.sha256
+    assert Path(again.path).stat().st_size == entry.size
