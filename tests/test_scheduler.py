@@ -444,3 +444,25 @@ def test_a_short_shared_prefix_is_read_again_beside_other_prompts_but_reused_alo
     eng._admit()  # alone, the same 4 shared tokens are worth keeping
     assert cached.request is not None and cached.request.id == 4 and cached.fed == 4
     drain(eng)
+
+
+def test_a_runner_whose_slots_all_have_requests_starts_without_waiting_for_more(
+    tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "GATHER_QUIET", 30.0)  # a gather that would wait half a minute
+    monkeypatch.setattr(runner_module, "GATHER_MAX", 30.0)
+    ours, theirs = Pipe()
+    config = RunnerConfig(path=str(tiny_model_path), ctx=256, parallel=2, threads=1, batch=64, gpu_layers=0)
+    loop = runner_module.Runner(config, theirs)
+    serving = threading.Thread(target=loop.serve)
+    serving.start()
+    try:
+        params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+        ours.send(Generate(1, params, tokens=(1, 5, 6)))
+        ours.send(Generate(2, params, tokens=(1, 7, 8)))
+        assert ours.poll(5), "the runner waited for a third request that had no slot to go to"
+    finally:
+        ours.send(Shutdown())
+        serving.join(40)
+        loop.engine.close()
+        loop.model.close()

@@ -126,6 +126,11 @@ class BatchEngine:
         return bool(self.waiting) or any(s.active for s in self.slots)
 
     @property
+    def free_slots(self) -> int:
+        """Slots that no running or waiting request will take."""
+        return max(0, len(self.slots) - self.active_count - len(self.waiting))
+
+    @property
     def active_count(self) -> int:
         """Slots running a request."""
         return sum(1 for s in self.slots if s.active)

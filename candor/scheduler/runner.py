@@ -182,7 +182,8 @@ class Runner:
 
         False on Shutdown."""
         deadline = time.monotonic() + GATHER_MAX
-        while time.monotonic() < deadline and self._arrives(GATHER_QUIET):
+        # Once every slot has a request, nothing else could start in the first step: start it.
+        while self.engine.free_slots and time.monotonic() < deadline and self._arrives(GATHER_QUIET):
             if not self.handle(self.conn.recv()):
                 return False
         return True
