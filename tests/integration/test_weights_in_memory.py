@@ -52,7 +52,10 @@ def test_weights_read_into_memory_sit_on_huge_pages_and_decode_as_mapped_ones_do
             assert held["Anonymous"] > weights  # the weights are the runner's own memory...
             assert held.get("Pss_File", 0) < weights // 4  # ...not the file's page cache
             if "[never]" not in THP.read_text():
-                assert held["AnonHugePages"] > weights, f"{held['AnonHugePages'] // MIB} MiB on huge pages"
+                # Half, not all: on a machine whose memory is fragmented the kernel may not find every
+                # 2 MiB page, and falls back to small ones for the rest.
+                huge = held["AnonHugePages"]
+                assert huge > weights // 2, f"only {huge // MIB} MiB on huge pages"
         else:
             assert info["weights"] == "mapped from the file (CANDOR_LOAD_MODE=mmap)"
             assert held["Pss_File"] > weights // 2  # the weights stay in the page cache, mapped
