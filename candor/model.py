@@ -14,6 +14,7 @@ from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, S
 from candor.errors import CandorError, InvalidParameter
 from candor.identity import ModelCard
 from candor.options import apply_options
+from candor.plan import available_memory, hold_weights
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.store import Store, StoreEntry
@@ -51,11 +52,9 @@ class Model:
         self.system: str | None = entry.system if entry else None
         self.defaults: SamplingParams = apply_options(SamplingParams(), entry.parameters if entry else {})
         self.card: ModelCard = checked_card(path)  # a malformed file never reaches llama.cpp
-        # In the caller's own process `auto` keeps llama.cpp's mapping: huge pages cannot be asked for once
-        # a process runs, and on 4 KiB pages reading the weights into memory gained only 4% (runners, which
-        # start with the request for huge pages, read them in: see plan/holding.py).
-        in_ram = load_mode == "ram"
-        self.weights = "read into memory (CANDOR_LOAD_MODE=ram)" if in_ram else "mapped from the file"
+        # In this process glibc's huge pages cannot be asked for any more (a runner's environment asks at
+        # exec); reading the weights into memory still beats mapping them (see plan/holding.py).
+        in_ram, self.weights = hold_weights(load_mode, path.stat().st_size, available_memory())
         self._native = NativeModel(path, gpu_layers=gpu_layers, weights_in_ram=in_ram)
         try:
             n_ctx = min(ctx, self._native.n_ctx_train) if self._native.n_ctx_train > 0 else ctx
