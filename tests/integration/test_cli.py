@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -165,6 +166,9 @@ def test_interactive_chat_in_a_terminal(default_model_path: Path) -> None:
         timeout=60,
         env={**os.environ, "TERM": "dumb"},
         dimensions=(40, 200),
+        # A test run started in the background by a non-interactive shell ignores SIGINT, and a child
+        # inherits that (Python then installs no Ctrl-C handler): give the chat the default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         child.expect(">>> ")
