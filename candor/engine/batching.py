@@ -158,7 +158,11 @@ class BatchEngine:
         for slot in self.slots:
             for pos in range(n):
                 batch.add(token, pos, slot.seq, pos == n - 1)
-        if self.context.decode() == 0:
+        try:
+            status = self.context.decode()
+        except EngineError:  # best effort: a model that cannot take this batch fails on its requests
+            status = -1
+        if status == 0:
             # Every chain keeps its own n_vocab candidate array: all of them live at once, as in a burst.
             vocab = self.model.vocab
             samplers = [SamplerChain(SamplingParams(), self.model.n_vocab, vocab) for _ in self.slots]

@@ -91,7 +91,8 @@ class Runner:
             kv_unified=False,
         )
         self.engine = BatchEngine(self.model, context, max_request_tokens=ctx)
-        if self.model.architecture not in NO_KV_ARCHS:  # a model that cannot generate has nothing to warm
+        # A model that cannot generate, or needs its encoder run first, has nothing to warm.
+        if self.model.architecture not in NO_KV_ARCHS and not self.model.has_encoder:
             self.engine.warm_up()
         self.embedder: Embedder | None = None
         self.ready = Ready(
