@@ -3,12 +3,14 @@ crash recovery. Real llama.cpp and real runner processes; the tiny model makes t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -346,15 +348,27 @@ def test_a_context_beyond_the_model_is_capped_not_reloaded(
     assert again is first and scheduler.metrics.snapshot()["loads"] == 1
 
 
-def test_requests_arriving_together_at_an_idle_runner_start_in_one_step(tiny_model_path: Path) -> None:
-    # A real runner over a real pipe: the second request comes 1 ms after the first, far less than the
-    # gather window, while a step of the tiny model takes well under that; both must be in the first step.
+@contextlib.contextmanager
+def runner_over_a_pipe(model_path: Path) -> Iterator[Connection]:
+    """A real two-slot runner serving on a thread; yields the scheduler's end of its pipe."""
     ours, theirs = Pipe()
-    config = RunnerConfig(path=str(tiny_model_path), ctx=256, parallel=2, threads=1, batch=64, gpu_layers=0)
+    config = RunnerConfig(path=str(model_path), ctx=256, parallel=2, threads=1, batch=64, gpu_layers=0)
     loop = runner_module.Runner(config, theirs)
     serving = threading.Thread(target=loop.serve)
     serving.start()
     try:
+        yield ours
+    finally:
+        ours.send(Shutdown())
+        serving.join(40)
+        loop.engine.close()
+        loop.model.close()
+
+
+def test_requests_arriving_together_at_an_idle_runner_start_in_one_step(tiny_model_path: Path) -> None:
+    # A real runner over a real pipe: the second request comes 1 ms after the first, far less than the
+    # gather window, while a step of the tiny model takes well under that; both must be in the first step.
+    with runner_over_a_pipe(tiny_model_path) as ours:
         params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
         ours.send(Generate(1, params, tokens=(1, 5, 6)))
         time.sleep(0.001)
@@ -373,11 +387,6 @@ def test_requests_arriving_together_at_an_idle_runner_start_in_one_step(tiny_mod
                         finished.add(request_id)
             received += 1
         assert first_seen[1] == first_seen[2] == 0
-    finally:
-        ours.send(Shutdown())
-        serving.join(10)
-        loop.engine.close()
-        loop.model.close()
 
 
 def test_is_ready_says_whether_load_would_return_at_once(scheduler: Scheduler, tiny_model_path: Path) -> None:
@@ -451,18 +460,8 @@ def test_a_runner_whose_slots_all_have_requests_starts_without_waiting_for_more(
 ) -> None:
     monkeypatch.setattr(runner_module, "GATHER_QUIET", 30.0)  # a gather that would wait half a minute
     monkeypatch.setattr(runner_module, "GATHER_MAX", 30.0)
-    ours, theirs = Pipe()
-    config = RunnerConfig(path=str(tiny_model_path), ctx=256, parallel=2, threads=1, batch=64, gpu_layers=0)
-    loop = runner_module.Runner(config, theirs)
-    serving = threading.Thread(target=loop.serve)
-    serving.start()
-    try:
+    with runner_over_a_pipe(tiny_model_path) as ours:
         params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
         ours.send(Generate(1, params, tokens=(1, 5, 6)))
         ours.send(Generate(2, params, tokens=(1, 7, 8)))
         assert ours.poll(5), "the runner waited for a third request that had no slot to go to"
-    finally:
-        ours.send(Shutdown())
-        serving.join(40)
-        loop.engine.close()
-        loop.model.close()
