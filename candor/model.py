@@ -54,7 +54,7 @@ class Model:
         self.card: ModelCard = checked_card(path)  # a malformed file never reaches llama.cpp
         # In this process glibc's huge pages cannot be asked for any more (a runner's environment asks at
         # exec); reading the weights into memory still beats mapping them (see plan/holding.py).
-        in_ram, self.weights = hold_weights(load_mode, path.stat().st_size, available_memory())
+        in_ram, _ = hold_weights(load_mode, path.stat().st_size, available_memory())
         self._native = NativeModel(path, gpu_layers=gpu_layers, weights_in_ram=in_ram)
         try:
             n_ctx = min(ctx, self._native.n_ctx_train) if self._native.n_ctx_train > 0 else ctx
