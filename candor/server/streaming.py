@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.requests import Request
 
 from candor.errors import CandorError
 from candor.scheduler import RequestHandle
 from candor.types import Chunk, TokenLogprob
+
+T = TypeVar("T")
 
 
 async def chunks_of(handle: RequestHandle) -> AsyncIterator[Chunk]:
@@ -72,7 +75,28 @@ class Collected:
 
 
 class ClientGone(Exception):
-    """The client hung up before a whole (non-streamed) answer was ready; its generation was cancelled."""
+    """The client hung up before a whole answer (or a streamed one's first chunk) was ready; its generation
+    was cancelled."""
+
+
+async def opened(handle: RequestHandle, request: Request) -> AsyncIterator[Chunk]:
+    """The handle's chunks, once its first one has come; raises the error that ends it before any output.
+
+    A streamed answer starts (status line and headers) with its first chunk, as llama-server's does: an
+    error before any output (a prompt too long for the context, a grammar llama.cpp refuses, a runner that
+    died) gets its own status instead of a 200 followed by an error event. And nothing is written to the
+    client while the prompt is read, when llama.cpp's threads have every core: 8 streams over HTTP on the
+    2-core reference machine, the step reading their prompts took ... ms instead of ....
+    If the client hangs up before the first chunk, the generation is cancelled and ClientGone raised."""
+    chunks = chunks_of(handle)
+    first = await _unless_gone(asyncio.ensure_future(anext(chunks)), request)
+    return _after(first, chunks)
+
+
+async def _after(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 async def collect(handle: RequestHandle, request: Request | None = None) -> Collected:
@@ -81,14 +105,19 @@ async def collect(handle: RequestHandle, request: Request | None = None) -> Coll
     reading = asyncio.ensure_future(_read_all(handle))
     if request is None:
         return await reading
+    return await _unless_gone(reading, request)
+
+
+async def _unless_gone(work: asyncio.Future[T], request: Request) -> T:
+    """The result of `work`; if the client of `request` hangs up first, cancel it and raise ClientGone."""
     while True:
-        done, _ = await asyncio.wait({reading}, timeout=DISCONNECT_POLL_SECONDS)
+        done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL_SECONDS)
         if done:
-            return reading.result()
+            return work.result()
         if await request.is_disconnected():
-            reading.cancel()  # chunks_of's cleanup cancels the handle
+            work.cancel()  # chunks_of's cleanup cancels the handle
             with contextlib.suppress(asyncio.CancelledError):
-                await reading
+                await work
             raise ClientGone
 
 

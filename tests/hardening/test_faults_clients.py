@@ -275,13 +275,22 @@ def test_a_full_queue_answers_503_at_once(server: Server) -> None:
     async def scenario() -> None:
         limits = httpx.Limits(max_connections=SLOTS + QUEUE + 4, max_keepalive_connections=0)
         async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-            streams = []
+            # A streamed answer starts with its first token, so the queued requests have no status yet:
+            # send them all, then wait until the server counts every one.
+            sending = []
             for i in range(SLOTS + QUEUE):  # every slot and every queue place
                 path, body = request_body(i)
                 request = client.build_request("POST", server.url + path, json=body)
-                streams.append(await client.send(request, stream=True))
-            assert [s.status_code for s in streams] == [200] * (SLOTS + QUEUE)
-            assert server.metrics()["candor_requests_active"] == SLOTS + QUEUE
+                sending.append(asyncio.ensure_future(client.send(request, stream=True)))
+            deadline = time.monotonic() + 30
+            while (await asyncio.to_thread(server.metrics))["candor_requests_active"] < SLOTS + QUEUE:
+                assert time.monotonic() < deadline, "the server never held every slot and queue place"
+                await asyncio.sleep(0.05)
+            while sum(s.done() for s in sending) < SLOTS:  # the running ones start their answers
+                assert time.monotonic() < deadline, "the running requests never started their answers"
+                await asyncio.sleep(0.05)
+            streams = [s.result() for s in sending if s.done()]
+            assert [s.status_code for s in streams] == [200] * SLOTS
             try:
                 for i in range(2):  # one more, on each API
                     path, body = request_body(i)
@@ -299,6 +308,8 @@ def test_a_full_queue_answers_503_at_once(server: Server) -> None:
             finally:
                 for s in streams:
                     await s.aclose()
+                for queued in sending:
+                    queued.cancel()  # the queued ones, which have no answer yet
 
     before = server.metrics()["candor_rejected_busy_total"]
     asyncio.run(scenario())

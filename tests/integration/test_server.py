@@ -174,6 +174,25 @@ def test_a_client_that_disconnects_frees_its_slot(server: str) -> None:
     assert done.eval_count == 3
 
 
+def test_a_streamed_request_that_fails_before_any_output_gets_its_own_status(server: str) -> None:
+    # The runner refuses a prompt longer than a request may use (4096 tokens by default) before any token:
+    # a streamed answer starts with its first chunk, so the error gets a 400, not a 200 and an error line.
+    too_long = "word " * 6000
+    with pytest.raises(ollama.ResponseError) as refused:
+        list(ollama.Client(host=server).generate(model=MODEL, prompt=too_long, stream=True))
+    assert refused.value.status_code == 400 and "shorten the prompt" in str(refused.value)
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": too_long}], stream=True
+        )
+    assert "shorten the prompt" in str(bad.value)
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=MODEL, prompt=too_long, stream=True)
+    streamed = client.completions.create(model=MODEL, prompt="Hi", max_tokens=3, stream=True)
+    assert "".join(c.choices[0].text for c in streamed if c.choices)  # still serving
+
+
 def test_api_key_is_required_when_set(tmp_path: Path) -> None:
     proc, url = start_server(tmp_path, "--api-key", "s3cret")
     try:

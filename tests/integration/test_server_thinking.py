@@ -26,6 +26,7 @@ from candor.prompt.replies import parse_reply, reply_format, split_thinking
 from candor.scheduler import RequestHandle
 from candor.server.openai.routes import ChatStream
 from candor.server.replies import ReplyPlan, ReplyStream
+from candor.server.streaming import chunks_of
 from candor.types import Chunk, FinishReason, Usage
 
 THOUGHT = "hello the world " * 12
@@ -122,7 +123,7 @@ def test_sse_events_carry_reasoning_content_deltas_then_content() -> None:
 
         async def consume() -> list[bytes]:
             stream = ChatStream("chatcmpl-x", "m", 0, logprobs=False, include_usage=True)
-            return [e async for e in stream.events(handle, ReplyStream(plan(), None))]
+            return [e async for e in stream.events(chunks_of(handle), ReplyStream(plan(), None))]
 
         _, events = await asyncio.gather(produce(), consume())
         assert events[-1] == b"data: [DONE]\n\n"

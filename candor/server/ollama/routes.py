@@ -15,7 +15,7 @@ from candor import __version__
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.prompt.replies import ToolCall
-from candor.scheduler import LoadedModel, RequestHandle
+from candor.scheduler import LoadedModel
 from candor.server.limits import check_grammar_option
 from candor.server.ollama import convert
 from candor.server.ollama.protocol import (
@@ -29,7 +29,7 @@ from candor.server.ollama.protocol import (
 from candor.server.options import check_options, context_option, keep_alive_seconds, logprobs_option
 from candor.server.replies import ReplyStream, plan_reply, read_reply
 from candor.server.state import load_model, scheduler_of
-from candor.server.streaming import Collected, chunks_of, collect
+from candor.server.streaming import Collected, collect, opened
 from candor.store.licenses import license_texts, readable
 from candor.types import Chunk, FinishReason, Message, SamplingParams
 
@@ -61,9 +61,9 @@ def _refuse_unsupported(images: list[str] | None, think: Any, tools: Any = None)
         raise InvalidParameter("tool calling is not supported yet by candor; omit `tools`")
 
 
-async def _ndjson(handle: RequestHandle, line: Any) -> AsyncIterator[bytes]:
+async def _ndjson(chunks: AsyncIterator[Chunk], line: Any) -> AsyncIterator[bytes]:
     try:
-        async for chunk in chunks_of(handle):
+        async for chunk in chunks:
             yield (json.dumps(line(chunk)) + "\n").encode()
     except CandorError as exc:  # after the first byte an error is one last line
         yield (json.dumps({"error": str(exc)}) + "\n").encode()
@@ -137,7 +137,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
         return out
 
     if body.stream:
-        return StreamingResponse(_ndjson(handle, line), media_type=NDJSON)
+        return StreamingResponse(_ndjson(await opened(handle, request), line), media_type=NDJSON)
     whole = await collect(handle, request)
     return line(_whole(whole.text, whole))
 
@@ -198,7 +198,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     )
     headers = _fallback_header(loaded)
     if reader is not None:
-        lines = _chat_lines(handle, body.model, reader, logprobs is not None)
+        lines = _chat_lines(await opened(handle, request), body.model, reader, logprobs is not None)
         return StreamingResponse(lines, media_type=NDJSON, headers=headers)
     whole = await collect(handle, request)
     reply = read_reply(loaded, plan, whole.text)
@@ -219,12 +219,12 @@ def _add_reply(line: dict[str, Any], thinking: str | None, calls: Sequence[ToolC
 
 
 async def _chat_lines(
-    handle: RequestHandle, model: str, reader: ReplyStream, logprobs: bool
+    chunks: AsyncIterator[Chunk], model: str, reader: ReplyStream, logprobs: bool
 ) -> AsyncIterator[bytes]:
     """Stream a chat: reasoning to `thinking` and the answer to `content` as they come; tool calls at the
     end (their text is held back, so it never shows as content)."""
     try:
-        async for chunk in chunks_of(handle):
+        async for chunk in chunks:
             line = convert.chat_chunk(model, chunk)
             piece = reader.push(chunk.text)
             thinking, content = piece.thinking, piece.content

@@ -15,7 +15,6 @@ from fastapi.responses import Response, StreamingResponse
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.prompt.replies import ToolCall
-from candor.scheduler import RequestHandle
 from candor.server.limits import check_grammar
 from candor.server.openai import convert
 from candor.server.openai.protocol import (
@@ -27,7 +26,7 @@ from candor.server.openai.protocol import (
 from candor.server.options import logprobs_option
 from candor.server.replies import ReplyStream, plan_reply, read_reply
 from candor.server.state import load_model, scheduler_of
-from candor.server.streaming import chunks_of, collect
+from candor.server.streaming import collect, opened
 from candor.types import Chunk, Message, SamplingParams
 
 router = APIRouter(prefix="/v1")
@@ -86,14 +85,14 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
 
 
 async def _sse(
-    handle: RequestHandle,
+    chunks: AsyncIterator[Chunk],
     render: Callable[[Chunk, bool], dict[str, Any]],
     tail: Callable[[Chunk], dict[str, Any] | None],
 ) -> AsyncIterator[bytes]:
     first = True
     last: Chunk | None = None
     try:
-        async for chunk in chunks_of(handle):
+        async for chunk in chunks:
             yield f"data: {json.dumps(render(chunk, first))}\n\n".encode()
             first = False
             last = chunk
@@ -165,7 +164,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     if reader is not None:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = ChatStream(ident, body.model, created, logprobs is not None, include_usage)
-        return StreamingResponse(stream.events(handle, reader), media_type="text/event-stream")
+        return StreamingResponse(
+            stream.events(await opened(handle, request), reader), media_type="text/event-stream"
+        )
     whole = await collect(handle, request)
     reply = read_reply(loaded, plan, whole.text)
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
@@ -199,11 +200,11 @@ class ChatStream:
     def _event(self, payload: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(payload)}\n\n".encode()
 
-    async def events(self, handle: RequestHandle, reader: ReplyStream) -> AsyncIterator[bytes]:
+    async def events(self, chunks: AsyncIterator[Chunk], reader: ReplyStream) -> AsyncIterator[bytes]:
         """SSE events: reasoning_content and content deltas as they come, tool calls at the end."""
         first = True
         try:
-            async for chunk in chunks_of(handle):
+            async for chunk in chunks:
                 piece = reader.push(chunk.text)
                 thinking, content = piece.thinking, piece.content
                 calls: tuple[ToolCall, ...] = ()
@@ -277,7 +278,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response | d
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _sse(
-                handle,
+                await opened(handle, request),
                 lambda c, _first: render(c, c.text),
                 lambda last: (
                     convert.usage_chunk(ident, "text_completion", body.model, created, last.usage)

@@ -1,0 +1,61 @@
+"""How a streamed answer starts: with its first chunk, or with the error that came before any."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from candor.errors import ContextOverflow
+from candor.scheduler import RequestHandle
+from candor.server import streaming
+from candor.server.streaming import ClientGone, opened
+from candor.types import Chunk, FinishReason
+
+
+class FakeRequest:
+    """Stands in for Starlette's Request: only whether the client has hung up."""
+
+    def __init__(self, gone: bool = False) -> None:
+        self.gone = gone
+
+    async def is_disconnected(self) -> bool:
+        return self.gone
+
+
+def test_a_stream_opens_with_its_first_chunk_and_yields_every_chunk_in_order() -> None:
+    async def run() -> list[str]:
+        handle = RequestHandle(1, "m", lambda _id: None)
+        opening = asyncio.ensure_future(opened(handle, FakeRequest()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert not opening.done()  # nothing to answer with yet
+        handle.deliver(Chunk("a"))
+        chunks = await opening
+        handle.deliver(Chunk("b"))
+        handle.deliver(Chunk("c", finish_reason=FinishReason.STOP))
+        return [c.text async for c in chunks]
+
+    assert "".join(asyncio.run(run())) == "abc"
+
+
+def test_an_error_before_any_output_is_raised_by_the_opening_itself() -> None:
+    async def run() -> None:
+        handle = RequestHandle(1, "m", lambda _id: None)
+        handle.deliver(ContextOverflow("the prompt is too long"))
+        await opened(handle, FakeRequest())  # type: ignore[arg-type]
+
+    with pytest.raises(ContextOverflow):
+        asyncio.run(run())
+
+
+def test_a_client_gone_before_the_first_chunk_cancels_its_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streaming, "DISCONNECT_POLL_SECONDS", 0.01)
+    cancelled: list[int] = []
+
+    async def run() -> None:
+        handle = RequestHandle(7, "m", cancelled.append)  # a prompt still being read: no chunk comes
+        await opened(handle, FakeRequest(gone=True))  # type: ignore[arg-type]
+
+    with pytest.raises(ClientGone):
+        asyncio.run(run())
+    assert cancelled == [7]
