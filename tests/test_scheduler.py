@@ -400,24 +400,54 @@ def test_is_ready_says_whether_load_would_return_at_once(scheduler: Scheduler, t
     assert not scheduler.is_ready(model)
 
 
-def test_prompts_read_together_take_even_chunks_and_leftovers_trickle(native: NativeModel) -> None:
+def first_token_step(eng: BatchEngine, request_ids: set[int]) -> dict[int, int]:
+    """Step until every request has its first token; which step (counted from 1) gave each one."""
+    seen: dict[int, int] = {}
+    for step in range(1, 20):
+        eng.step()
+        for slot in eng.slots:
+            if slot.request is not None and slot.request.id in request_ids and slot.next_token is not None:
+                seen.setdefault(slot.request.id, step)
+        if set(seen) >= request_ids:
+            return seen
+    raise AssertionError("the prompts were never read")
+
+
+def test_near_equal_prompts_into_an_idle_engine_all_get_their_first_token_in_one_pass(
+    native: NativeModel,
+) -> None:
     # One KV stream per slot: llama.cpp spends a pass over the weights on every run of equal token counts,
-    # so near-equal prompts are cut to the shortest, and small leftovers ride one token a step.
+    # and first tokens computed in separate passes cost nearly a decode step each. So the longer prompts
+    # read their extra tokens first, without outputs, and then all read the shortest length together.
     eng = engine(native, slots=3)
-    lengths = (10, 11, 13)
-    for i, n in enumerate(lengths):
+    for i, n in enumerate((10, 11, 13)):
         assert eng.submit(EngineRequest(i, tuple(range(5, 5 + n)), GREEDY)) is None
-    eng.step()  # the median length is 11: the 13-token prompt is cut to it, the 10-token one read whole
-    assert sorted(s.fed for s in eng.slots) == [10, 11, 11]
-    assert {s.request.id for s in eng.slots if s.request is not None and s.next_token is not None} == {0, 1}
-    eng.step()  # requests 0 and 1 decode; the 2 tokens left of request 2 go one a step beside them
-    assert sorted(s.fed for s in eng.slots) == [10, 11, 12]
+    eng.step()
+    assert [s.planned for s in eng.slots] == [0, 1, 3]  # the extra tokens; the 10-token prompt waits
+    assert all(s.next_token is None for s in eng.slots)  # no output in that pass
+    eng.step()
+    assert [s.planned for s in eng.slots] == [10, 10, 10]  # one run, and every prompt ends in it
+    assert all(s.next_token is not None and s.fed == len(s.request.prompt) for s in eng.slots if s.request)
+    drain(eng)
+
+
+def test_prompts_read_beside_decoding_slots_take_even_chunks_and_leftovers_trickle(
+    native: NativeModel,
+) -> None:
+    eng = engine(native, slots=5)
+    for i in (0, 1):
+        assert eng.submit(EngineRequest(i, tuple(range(50, 60)), GREEDY)) is None
+    eng.step()  # requests 0 and 1 now decode
+    for i, n in zip((2, 3, 4), (10, 11, 13), strict=True):
+        assert eng.submit(EngineRequest(i, tuple(range(5, 5 + n)), GREEDY)) is None
+    steps = first_token_step(eng, {2, 3, 4})
+    # all cut to 10 in the first step; then what is left goes one token a step beside the decoding slots
+    assert steps == {2: 1, 3: 2, 4: 4}
     long_prompt = tuple(range(5, 45))
-    eng.cancel(1)
-    eng.cancel(2)
-    assert eng.submit(EngineRequest(3, long_prompt, GREEDY)) is None
-    eng.step()  # a long prompt beside a decoding slot is read whole
-    assert any(s.request is not None and s.request.id == 3 and s.next_token is not None for s in eng.slots)
+    for i in (2, 3, 4):
+        eng.cancel(i)
+    assert eng.submit(EngineRequest(5, long_prompt, GREEDY)) is None
+    assert first_token_step(eng, {5}) == {5: 1}  # a long prompt beside decoding slots is read whole
     drain(eng)
 
 
