@@ -84,10 +84,9 @@ async def opened(handle: RequestHandle, request: Request) -> AsyncIterator[Chunk
 
     A streamed answer starts (status line and headers) with its first chunk, as llama-server's does: an
     error before any output (a prompt too long for the context, a grammar llama.cpp refuses, a runner that
-    died) gets its own status instead of a 200 followed by an error event. And nothing is written to the
-    client while the prompt is read, when llama.cpp's threads have every core: 8 streams over HTTP on the
-    2-core reference machine, the step reading their prompts took ... ms instead of ....
-    If the client hangs up before the first chunk, the generation is cancelled and ClientGone raised."""
+    died) gets its own status instead of a 200 followed by an error event. A queued request answers
+    nothing until it has a slot. If the client hangs up before the first chunk, the generation is
+    cancelled and ClientGone raised."""
     chunks = chunks_of(handle)
     first = await _unless_gone(asyncio.ensure_future(anext(chunks)), request)
     return _after(first, chunks)
