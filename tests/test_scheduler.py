@@ -429,6 +429,11 @@ def test_near_equal_prompts_into_an_idle_engine_all_get_their_first_token_in_one
     assert [s.planned for s in eng.slots] == [10, 10, 10]  # one run, and every prompt ends in it
     assert all(s.next_token is not None and s.fed == len(s.request.prompt) for s in eng.slots if s.request)
     drain(eng)
+    for i, n in enumerate((10, 11, 60), start=3):  # beside a long prompt nobody waits for a small pass
+        assert eng.submit(EngineRequest(i, tuple(range(100, 100 + n)), GREEDY)) is None
+    eng.step()
+    assert sorted(s.planned for s in eng.slots) == [10, 10, 60]
+    drain(eng)
 
 
 def test_prompts_read_beside_decoding_slots_take_even_chunks_and_leftovers_trickle(

@@ -258,17 +258,17 @@ class BatchEngine:
         """How many prompt tokens each reading slot takes this step (before the batch budget).
 
         Prompts read together whose lengths are within TRICKLE of the shortest near the median (the
-        common length) are made to end in one pass, where all their first tokens are computed at once.
-        Each output row is a product with the whole vocabulary matrix, and rows computed together share
-        that pass; rows left for a pass of their own cost nearly a decode step: eight prompts of 17 and
-        18 tokens read whole took 185-190 ms (8x17 tokens, then the six 18th tokens), 145 ms when all
-        were 17.
-        - No slot decoding (a burst into an idle engine): the longer ones first read their extra tokens,
-          a small pass without outputs, then all read the common length together.
-        - Beside decoding slots: the longer ones are cut to the common length, and what is left of them
-          goes one token a step beside the decoding slots, inside their pass, rather than in passes of
-          its own. On the default model, eight prompts of 15-18 tokens read whole took 185 ms, cut to 15
-          each 129 ms; over HTTP, 8 streams' median time to first token went 0.227 -> 0.177 s.
+        common length) are made to end in one pass, where all their first tokens are computed at once:
+        each output row is a product with the whole vocabulary matrix, and rows left for passes of their
+        own cost nearly a decode step.
+        - A burst into an idle engine (no slot decoding, no prompt much longer): the longer ones first
+          read their extra tokens, a small pass without outputs, then all read the common length
+          together. On the default model, 8 prompts of 17 and 18 tokens read whole took 185-193 ms (8x17
+          tokens, then the six 18th tokens with their outputs); extra tokens first, 160 ms (10 + 150).
+        - Otherwise (beside decoding slots, or a long prompt): the longer ones are cut to the common
+          length, and what is left of them goes one token a step beside the decoding slots, inside their
+          pass, rather than in passes of its own. 8 prompts of 15-18 tokens read whole took 185 ms, cut
+          to 15 each 129 ms.
         A much shorter prompt (a reused prefix) or a much longer one is read whole.
         """
         left = {
@@ -282,13 +282,16 @@ class BatchEngine:
         median = lengths[(len(lengths) - 1) // 2]
         common = min(n for n in lengths if n >= median - TRICKLE)  # a short outlier does not set it
         longer = {seq for seq, n in left.items() if common < n <= common + TRICKLE}
+        # Only near-equal prompts into an idle engine: beside a long prompt the step is long, and a prompt
+        # made to wait one would wait for all of it.
+        burst = not decoding and lengths[-1] <= common + TRICKLE
         chunks = {}
         for seq, n in left.items():
             if decoding and n <= TRICKLE:
                 chunks[seq] = 1
             elif seq in longer:
-                chunks[seq] = common if decoding else n - common
-            elif n == common and longer and not decoding:
+                chunks[seq] = n - common if burst else common
+            elif n == common and longer and burst:
                 chunks[seq] = 0  # waits one small pass for the longer ones' extra tokens
             else:
                 chunks[seq] = n
