@@ -243,10 +243,36 @@ def test_ollama_streams_thinking_as_it_is_written(thinking_server: str) -> None:
         assert whole.message.thinking == THOUGHT.strip() and whole.message.content == ANSWER
 
 
+def test_ollama_generate_streams_thinking_too(thinking_server: str) -> None:
+    client = ollama.Client(host=thinking_server)
+    for model, opened in (("opens:tiny", False), ("started:tiny", True)):
+        options = {"num_predict": 200, "grammar": grammar(opened=opened)}
+        parts = list(client.generate(model=model, prompt="hi", stream=True, think=True, options=options))
+        thinking = [p.thinking or "" for p in parts]
+        response = [p.response or "" for p in parts]
+        assert "".join(thinking).strip() == THOUGHT.strip() and "".join(response) == ANSWER, model
+        first_answer = next(i for i, r in enumerate(response) if r)
+        assert sum(1 for t in thinking[:first_answer] if t) >= 2, model  # in steps, before the answer
+        whole = client.generate(model=model, prompt="hi", think=True, options=options)
+        assert whole.thinking == THOUGHT.strip() and whole.response == ANSWER, model
+    raw = httpx.post(
+        thinking_server + "/api/generate",
+        json={"model": "opens:tiny", "prompt": "hi", "raw": True, "think": True},
+        timeout=60,
+    )
+    assert raw.status_code == 400 and "raw" in raw.json()["error"]
+
+
 def test_think_on_a_model_that_cannot_think_stays_a_400(thinking_server: str) -> None:
     answer = httpx.post(
         thinking_server + "/api/chat",
         json={"model": "gemma-3-270m:Q4_K_M", "think": True, "messages": [{"role": "user", "content": "x"}]},
+        timeout=60,
+    )
+    assert answer.status_code == 400 and "cannot think" in answer.json()["error"]
+    answer = httpx.post(
+        thinking_server + "/api/generate",
+        json={"model": "gemma-3-270m:Q4_K_M", "think": True, "prompt": "x"},
         timeout=60,
     )
     assert answer.status_code == 400 and "cannot think" in answer.json()["error"]

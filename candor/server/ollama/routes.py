@@ -50,21 +50,28 @@ def with_format(options: dict[str, Any], fmt: Any) -> dict[str, Any]:
     raise InvalidParameter('format must be "json" or a JSON schema object')
 
 
-def _refuse_unsupported(images: list[str] | None, think: Any, tools: Any = None) -> None:
+def _refuse_images(images: list[str] | None) -> None:
     if images:
         raise InvalidParameter(
             "vision is not supported yet: candor does not run image inputs; send text only"
         )
-    if think not in (None, False):
-        raise InvalidParameter("this model cannot think (`think` is not supported yet); omit `think`")
-    if tools:
-        raise InvalidParameter("tool calling is not supported yet by candor; omit `tools`")
 
 
-async def _ndjson(chunks: AsyncIterator[Chunk], line: Any) -> AsyncIterator[bytes]:
+async def _generate_lines(
+    chunks: AsyncIterator[Chunk], reader: ReplyStream | None, line: Any
+) -> AsyncIterator[bytes]:
+    """Stream a generation; with a reader, reasoning goes to `thinking` and the answer to `response`."""
     try:
         async for chunk in chunks:
-            yield (json.dumps(line(chunk)) + "\n").encode()
+            thinking, text = "", chunk.text
+            if reader is not None:
+                piece = reader.push(chunk.text)
+                thinking, text = piece.thinking, piece.content
+                if chunk.finish_reason is not None:
+                    rest = reader.finish()
+                    thinking += rest.thinking or ""
+                    text += rest.content
+            yield (json.dumps(line(chunk, text, thinking)) + "\n").encode()
     except CandorError as exc:  # after the first byte an error is one last line
         yield (json.dumps({"error": str(exc)}) + "\n").encode()
 
@@ -107,8 +114,10 @@ async def version() -> dict[str, str]:
 
 @router.post("/api/generate", response_model=None)
 async def generate(body: GenerateRequest, request: Request) -> Response | dict[str, Any]:
-    """Complete a prompt (the chat template applies unless `raw`)."""
-    _refuse_unsupported(body.images, body.think)
+    """Complete a prompt (the chat template applies unless `raw`); reasoning goes to `thinking`."""
+    _refuse_images(body.images)
+    if body.raw and body.think not in (None, False):
+        raise InvalidParameter("`think` needs the model's chat template, which `raw` skips; omit one of them")
     options = with_format(body.options, body.format)
     check_options(options)
     check_grammar_option(options, "the format (or grammar)")
@@ -118,28 +127,45 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
         return await _load_only(request, body.model, keep_alive, chat=False)
     sched = scheduler_of(request)
     ctx = context_option(body.options)
-    await load_model(request, body.model, ctx=ctx, keep_alive=keep_alive)
+    loaded = await load_model(request, body.model, ctx=ctx, keep_alive=keep_alive)
     params = _params(sched.defaults(body.model), logprobs)
+    plan, reader = None, None
     if body.raw:
         handle = sched.generate(
             body.model, body.prompt, options=options, params=params, keep_alive=keep_alive, ctx=ctx
         )
     else:
+        plan = plan_reply(loaded, None, "auto", body.think)
         messages = ([Message("system", body.system)] if body.system else []) + [Message("user", body.prompt)]
         handle = sched.chat(
-            body.model, messages, options=options, params=params, keep_alive=keep_alive, ctx=ctx
+            body.model,
+            messages,
+            options=options,
+            params=params,
+            keep_alive=keep_alive,
+            ctx=ctx,
+            variables=plan.variables,
         )
+        if body.stream and plan.thinking:
+            reader = ReplyStream.for_request(loaded, plan, messages)
 
-    def line(chunk: Chunk) -> dict[str, Any]:
+    def line(chunk: Chunk, text: str, thinking: str | None) -> dict[str, Any]:
         out = convert.generate_chunk(body.model, chunk)
+        out["response"] = text
+        if thinking:
+            out["thinking"] = thinking
         if logprobs is not None:
             out["logprobs"] = convert.logprobs(chunk.logprobs)
         return out
 
     if body.stream:
-        return StreamingResponse(_ndjson(await opened(handle, request), line), media_type=NDJSON)
+        lines = _generate_lines(await opened(handle, request), reader, line)
+        return StreamingResponse(lines, media_type=NDJSON)
     whole = await collect(handle, request)
-    return line(_whole(whole.text, whole))
+    if plan is None:
+        return line(_whole(whole.text, whole), whole.text, None)
+    reply = read_reply(loaded, plan, whole.text)
+    return line(_whole(reply.content, whole), reply.content, reply.thinking)
 
 
 def _params(defaults: SamplingParams, logprobs: int | None) -> SamplingParams | None:
@@ -167,7 +193,7 @@ def _fallback_header(loaded: LoadedModel) -> dict[str, str]:
 @router.post("/api/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Response:
     """Answer a conversation; tools and thinking are read out of the reply."""
-    _refuse_unsupported([i for m in body.messages for i in (m.images or [])], None)
+    _refuse_images([i for m in body.messages for i in (m.images or [])])
     keep_alive = keep_alive_seconds(body.keep_alive)
     logprobs = logprobs_option(body.logprobs, body.top_logprobs)
     if not body.messages:
