@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import httpx
@@ -67,7 +67,7 @@ def stream(
     path: str,
     body: dict[str, Any],
     on_headers: Callable[[Mapping[str, str]], None] | None = None,
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """POST a streaming Ollama request and yield its NDJSON lines; closing the iterator hangs up, which
     cancels the generation on the server. An error line becomes a CandorError."""
     try:

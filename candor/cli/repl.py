@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
+from candor.cli.chat_backends import ChatBackend
 from candor.cli.stats import print_stats
 from candor.errors import CandorError, InvalidParameter
-from candor.model import Model
 from candor.options import SAMPLING_OPTIONS, parse_option
 from candor.types import Message, SamplingParams
 
@@ -27,16 +27,18 @@ class ChatSession:
 
     def __init__(
         self,
-        model: Model,
+        backend: ChatBackend,
         params: SamplingParams,
         *,
+        options: dict[str, Any] | None = None,
         system: str | None,
         raw: bool,
         verbose: bool,
         out: TextIO,
     ) -> None:
-        self.model = model
+        self.backend = backend
         self.params = params
+        self.options = dict(options or {})  # what the user set, by Ollama's names, for a server
         self.system = system
         self.raw = raw
         self.verbose = verbose
@@ -55,11 +57,8 @@ class ChatSession:
         last = None
         stream = None
         try:
-            stream = (
-                self.model.generate(text, params=self.params)
-                if self.raw
-                else self.model.chat(self.messages(), params=self.params)
-            )
+            conversation = [Message("user", text)] if self.raw else self.messages()
+            stream = self.backend.answer(conversation, self.params, self.options, self.raw)
             for chunk in stream:
                 if chunk.text:
                     parts.append(chunk.text)
@@ -122,28 +121,21 @@ class ChatSession:
             if field == "stop":
                 parsed = (*self.params.stop, parsed)
             self.params = self.params.with_overrides(**{field: parsed})
+            self.options[key] = list(parsed) if field == "stop" else parsed
         except InvalidParameter as exc:
             print(f"Could not set {key}: {exc}", file=self.out)
             return
         print(f"Set parameter '{key}' to '{value}'", file=self.out)
 
     def _show(self, what: str) -> None:
-        card = self.model.card
-        if what == "info":
-            print(card.summary(), file=self.out)
-            print(card.lineage(), file=self.out)
-            print(f"context window: {self.model.n_ctx} tokens", file=self.out)
-            print(f"chat format: {self.model.chat_format.describe()}", file=self.out)
-        elif what == "parameters":
+        if what == "parameters":
             for key, (field, _) in SAMPLING_OPTIONS.items():
                 print(f"{key:<18} {getattr(self.params, field)}", file=self.out)
             print(f"{'stop':<18} {list(self.params.stop)}", file=self.out)
         elif what == "system":
             print(self.system or "No system message was specified.", file=self.out)
-        elif what == "template":
-            print(self.model.chat_format.template, file=self.out)
-        elif what == "license":
-            print(card.license or "The model's metadata names no licence.", file=self.out)
+        elif (text := self.backend.show(what)) is not None:
+            print(text, file=self.out)
         else:
             print("Usage: /show info|parameters|system|template|license", file=self.out)
 
@@ -160,14 +152,25 @@ def read_message(prompt: str) -> str:
     return "\n".join(lines).strip()
 
 
-def chat_loop(model: Model, params: SamplingParams, *, system: str | None, raw: bool, verbose: bool) -> int:
+def chat_loop(
+    backend: ChatBackend,
+    params: SamplingParams,
+    *,
+    options: dict[str, Any] | None = None,
+    system: str | None,
+    raw: bool,
+    verbose: bool,
+) -> int:
     """Run the interactive chat until /bye or Ctrl-D."""
     with contextlib.suppress(ImportError):  # not on every platform
         import readline  # noqa: F401 - line editing and history for input()
-    session = ChatSession(model, params, system=system, raw=raw, verbose=verbose, out=sys.stdout)
-    if not raw and model.chat_format.is_fallback:
-        print(f"note: {model.chat_format.describe()}", file=sys.stderr)
-    print("Chatting with " + model.card.summary() + ". Type /? for help, /bye to leave.", file=sys.stderr)
+    session = ChatSession(
+        backend, params, options=options, system=system, raw=raw, verbose=verbose, out=sys.stdout
+    )
+    note = None if raw else backend.fallback_note()
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    print("Chatting with " + backend.banner() + ". Type /? for help, /bye to leave.", file=sys.stderr)
     while True:
         try:
             text = read_message(">>> ")

@@ -1,7 +1,8 @@
 """`candor run`: stream a model's answer to one prompt, or chat with it interactively.
 
-A prompt goes through a running `candor serve` when there is one (the model stays loaded there for the
-next run); without one, or for a .gguf path, the model is loaded in this process."""
+A prompt, or the chat, goes through a running `candor serve` when there is one (the model stays loaded
+there for the next run); without one, with --local, or for a .gguf path, the model is loaded in this
+process."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from candor.cli import repl
+from candor.cli.chat_backends import LocalChat, ServerChat, final_chunk
 from candor.cli.stats import print_stats
 from candor.client import running_server, stream
+from candor.defaults import DEFAULT_MODEL_NAME
 from candor.errors import InvalidParameter
 from candor.model import Model, load
-from candor.types import Chunk, FinishReason, Message, SamplingParams, Timings, Usage
+from candor.types import Chunk, Message, SamplingParams
 
 EXAMPLES = """examples:
   candor run                                   chat with the embedded default model
@@ -99,15 +102,27 @@ def handle(args: argparse.Namespace) -> int:
         prompt = f"{prompt}\n\n{piped}" if prompt else piped
     if args.ctx is not None and args.ctx < 1:
         raise InvalidParameter(f"ctx must be a whole number of at least 1; got {args.ctx}")
-    base = None if args.local or not prompt.strip() or _is_path(model_ref) else running_server()
+    interactive = not prompt.strip() and sys.stdin.isatty()
+    if not prompt.strip() and not interactive:
+        print("Error: the prompt is empty; pass it as an argument or on stdin", file=sys.stderr)
+        return 1
+    base = None if args.local or _is_path(model_ref) else running_server()
+    if base is not None and interactive:
+        return repl.chat_loop(
+            ServerChat(base, model_ref or DEFAULT_MODEL_NAME),
+            params,
+            options=server_options(args),
+            system=args.system,
+            raw=args.raw,
+            verbose=args.verbose,
+        )
     if base is not None:
         return run_on_server(base, model_ref, prompt, args)
     with load(model_ref, ctx=args.ctx, threads=args.threads) as model:
-        if not prompt.strip() and sys.stdin.isatty():
-            return repl.chat_loop(model, params, system=args.system, raw=args.raw, verbose=args.verbose)
-        if not prompt.strip():
-            print("Error: the prompt is empty; pass it as an argument or on stdin", file=sys.stderr)
-            return 1
+        if interactive:
+            return repl.chat_loop(
+                LocalChat(model), params, system=args.system, raw=args.raw, verbose=args.verbose
+            )
         disclose_fallback(model, raw=args.raw)
         if args.raw:
             stream = model.generate(prompt, params=params)
@@ -148,8 +163,6 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_on_server(base: str, model_ref: str | None, prompt: str, args: argparse.Namespace) -> int:
     """Stream the answer from the running server: /api/generate for --raw, /api/chat otherwise."""
-    from candor.defaults import DEFAULT_MODEL_NAME
-
     model = model_ref or DEFAULT_MODEL_NAME
     if args.threads is not None:
         print(
@@ -197,22 +210,6 @@ def write_lines(lines: Any, out: TextIO, err: TextIO) -> Chunk | None:
     out.write("\n")
     out.flush()
     return last
-
-
-def final_chunk(line: Mapping[str, Any]) -> Chunk:
-    """An Ollama final line's counters (nanoseconds) as the Chunk that --verbose prints."""
-    ns = 1e9
-    reason = line.get("done_reason")
-    return Chunk(
-        "",
-        finish_reason=FinishReason(reason) if reason in ("stop", "length") else None,
-        usage=Usage(int(line.get("prompt_eval_count", 0)), int(line.get("eval_count", 0))),
-        timings=Timings(
-            prompt_seconds=line.get("prompt_eval_duration", 0) / ns,
-            decode_seconds=line.get("eval_duration", 0) / ns,
-            load_seconds=line.get("load_duration", 0) / ns,
-        ),
-    )
 
 
 def disclose_fallback(model: Model, *, raw: bool) -> None:

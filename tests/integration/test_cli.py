@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -282,6 +283,63 @@ def test_run_goes_through_a_running_candor_server(tmp_path: Path) -> None:
         assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "top_k" in bad.stderr
     finally:
         stop_server(proc)
+
+
+def test_the_interactive_chat_goes_through_a_running_candor_server(tmp_path: Path) -> None:
+    proc, url = start_server(tmp_path / "serve-home")
+    env = {**os.environ, "CANDOR_HOST": url.removeprefix("http://"), "TERM": "dumb"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "candor", "run"],
+        encoding="utf-8",
+        timeout=60,
+        env=env,
+        dimensions=(40, 200),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # see the in-process chat test
+    )
+    try:
+        child.expect("on the candor server at " + url)
+        child.expect(">>> ")
+        before = metric(url, "candor_requests_total")
+        child.sendline("/set parameter temperature 0")
+        child.expect("Set parameter")
+        child.sendline("/set parameter num_predict 12")
+        child.expect("Set parameter")
+        child.sendline("Name a colour.")
+        child.expect("colour.\r\n")  # the terminal's echo of the line
+        child.expect(">>> ")
+        answer = (child.before or "").replace("\r\n", "\n").strip()
+        assert metric(url, "candor_requests_total") == before + 1  # answered by the server
+        direct = ollama.Client(host=url).chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Name a colour."}],
+            options={"temperature": 0, "num_predict": 12},
+        )
+        assert answer and answer == (direct.message.content or "").strip()
+        child.sendline("/show info")
+        child.expect("served by the candor server at")
+        child.expect(">>> ")
+        # Ctrl-C hangs up, which cancels the generation on the server.
+        cancelled = metric(url, "candor_requests_cancelled_total")
+        child.sendline("/set parameter num_predict 4000")
+        child.expect("Set parameter")
+        child.sendline("Write a very long story about a lighthouse.")
+        child.expect("lighthouse.\r\n")
+        child.expect(r"\w+ \w+ \w+ \w+")  # the answer is streaming
+        child.sendintr()
+        child.expect(r"\[stopped\]")
+        child.expect(">>> ")
+        deadline = time.monotonic() + 10
+        while metric(url, "candor_requests_cancelled_total") == cancelled and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert metric(url, "candor_requests_cancelled_total") == cancelled + 1
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+        stop_server(proc)
+    assert child.exitstatus == 0
+    assert "Traceback" not in (child.before or "")
 
 
 class _OllamaLike(http.server.BaseHTTPRequestHandler):

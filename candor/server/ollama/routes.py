@@ -346,6 +346,7 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
             "capabilities": convert.capabilities(card, has_template=card.chat_template is not None),
             "modified_at": _modified(entry.modified_at) if entry else convert.timestamp(),
             "candor": {
+                "summary": card.summary(),
                 "identity": card.lineage(),
                 "chat_format": fmt.describe(),
                 "chat_format_fallback": fmt.is_fallback,
