@@ -20,7 +20,7 @@ from candor import Busy, FinishReason, SamplingParams
 from candor.engine import ContextConfig, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
 from candor.errors import ContextOverflow, InvalidParameter, RunnerCrashed, UnsupportedModel
-from candor.scheduler import Scheduler, SchedulerConfig
+from candor.scheduler import LoadedModel, Scheduler, SchedulerConfig
 from candor.scheduler import runner as runner_module
 from candor.scheduler.protocol import Events, Generate, RunnerConfig, Shutdown
 
@@ -335,6 +335,26 @@ def test_keep_alive_on_a_loaded_idle_model_takes_effect(scheduler: Scheduler, ti
     scheduler.load(model, keep_alive=0.2)
     deadline = time.monotonic() + 3
     while scheduler.loaded() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.loaded() == []
+
+
+def test_a_keep_alive_0_request_keeps_its_model_until_its_runner_has_it(
+    scheduler: Scheduler, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `keep_alive: 0` makes a freshly loaded model due at once; the reaper must not close it while the
+    # request that loaded it is on its way to the runner (here held there for over two reaper rounds).
+    admit = scheduler._admit
+
+    def slow_admit(loaded: LoadedModel) -> None:
+        time.sleep(1.2)
+        admit(loaded)
+
+    monkeypatch.setattr(scheduler, "_admit", slow_admit)
+    chunks = list(scheduler.generate(str(tiny_model_path), "hello", params=GREEDY, keep_alive=0))
+    assert chunks[-1].finish_reason is not None
+    deadline = time.monotonic() + 3
+    while scheduler.loaded() and time.monotonic() < deadline:  # and still unloaded once it has ended
         time.sleep(0.05)
     assert scheduler.loaded() == []
 

@@ -80,6 +80,12 @@ class LoadedModel:
     expires_at: float | None = None  # wall-clock time of unloading when idle; None: not scheduled
     defaults: SamplingParams = field(default_factory=SamplingParams)
     names: set[str] = field(default_factory=set)  # every name requests used for this file
+    claims: int = 0  # requests between load() and their runner taking them (see Scheduler._claim)
+
+    @property
+    def idle(self) -> bool:
+        """No request on it, and none on its way to it: the reaper and eviction may close it."""
+        return self.runner.active == 0 and self.claims == 0
 
     def info(self) -> dict[str, Any]:
         """What `candor ps` and /api/ps show."""
@@ -136,12 +142,18 @@ class Scheduler:
         return str(path.resolve()), path, entry
 
     def load(
-        self, model: str | None, *, ctx: int | None = None, keep_alive: float | None = None
+        self,
+        model: str | None,
+        *,
+        ctx: int | None = None,
+        keep_alive: float | None = None,
+        claim: bool = False,
     ) -> LoadedModel:
         """Make sure a model is loaded (with at least `ctx` tokens per request) and return it.
 
         A `keep_alive` other than 0 takes effect at once (Ollama's "pin it": -1, or "1h"); 0 unloads the
-        model when the request that carried it ends (or at once through `unload`).
+        model when the request that carried it ends (or at once through `unload`). With `claim`, the model
+        is returned claimed (see _claim).
         """
         key, path, entry = self._key(model)
         name = entry.name if entry is not None else str(path)
@@ -153,6 +165,8 @@ class Scheduler:
                 if loaded is not None and loaded.runner.closed:  # its runner died: start afresh
                     del self._models[key]
                     loaded = None
+                if loaded is not None and _serves(loaded, ctx) and claim:
+                    loaded.claims += 1  # under the lock the reaper checks: it cannot be closing it now
             if loaded is not None and _serves(loaded, ctx):
                 if keep_alive is not None:
                     loaded.keep_alive = keep_alive
@@ -161,12 +175,14 @@ class Scheduler:
                 loaded.names.add(name)
                 return loaded
             if loaded is not None:  # a request wants a larger context: reload when idle, as Ollama does
-                if loaded.runner.active:
+                if not loaded.idle:
                     raise Busy(
                         f"{name} is serving requests with a {loaded.ctx}-token context; retry for {ctx}"
                     )
                 self._unload(loaded, evicted=False)
-            return self._start(key, path, entry, ctx=ctx or self.settings.ctx, keep_alive=keep_alive)
+            return self._start(
+                key, path, entry, ctx=ctx or self.settings.ctx, keep_alive=keep_alive, claim=claim
+            )
 
     def is_ready(self, model: str | None, *, ctx: int | None = None) -> bool:
         """Whether load() would return at once: the model's runner is up with at least `ctx` tokens."""
@@ -179,7 +195,14 @@ class Scheduler:
         return loaded is not None and not loaded.runner.closed and _serves(loaded, ctx)
 
     def _start(
-        self, key: str, path: Path, entry: StoreEntry | None, *, ctx: int, keep_alive: float | None
+        self,
+        key: str,
+        path: Path,
+        entry: StoreEntry | None,
+        *,
+        ctx: int,
+        keep_alive: float | None,
+        claim: bool,
     ) -> LoadedModel:
         card = checked_card(path)
         if card.context_length:
@@ -220,6 +243,7 @@ class Scheduler:
             keep_alive=self.config.keep_alive if keep_alive is None else keep_alive,
             defaults=defaults_of(entry),
             names={name},
+            claims=int(claim),  # before it is registered: `keep_alive: 0` makes it due at once
         )
         with self._lock:
             self._models[key] = loaded
@@ -257,13 +281,13 @@ class Scheduler:
                 used = sum(m.size for m in loaded)
                 if len(loaded) < self.config.max_loaded and used + size <= self._budget():
                     return
-                idle = sorted((m for m in loaded if m.runner.active == 0), key=lambda m: m.last_used)
+                idle = sorted((m for m in loaded if m.idle), key=lambda m: m.last_used)
                 if not idle:
                     if not loaded:
                         return  # nothing to evict: try anyway, llama.cpp will say if it cannot allocate
                     raise Busy("every loaded model is busy and no more fit; retry when one is idle")
                 victim = idle[0]
-            self._unload(victim, evicted=True)
+            self._unload(victim, evicted=True, only_idle=True)
 
     def unload(self, model: str | None) -> bool:
         """Unload a model: now when idle, else as soon as the requests on it end (as Ollama does: one
@@ -290,14 +314,17 @@ class Scheduler:
         return bool(matches)
 
     def _unload_when_idle(self, loaded: LoadedModel) -> None:
-        if loaded.runner.active:
+        if not loaded.idle:
             loaded.keep_alive = 0  # the keep-alive reaper unloads it when its last request ends
             self._schedule_expiry(loaded)
         else:
             self._unload(loaded, evicted=False)
 
-    def _unload(self, loaded: LoadedModel, *, evicted: bool) -> None:
+    def _unload(self, loaded: LoadedModel, *, evicted: bool, only_idle: bool = False) -> None:
+        """Close a model's runner; with `only_idle`, not if a request has reached or claimed it since."""
         with self._lock:
+            if only_idle and not loaded.idle:
+                return
             if self._models.get(loaded.key) is loaded:
                 del self._models[loaded.key]
         loaded.runner.close()
@@ -343,10 +370,10 @@ class Scheduler:
                 due = [
                     m
                     for m in self._models.values()
-                    if m.expires_at is not None and m.expires_at <= now and m.runner.active == 0
+                    if m.expires_at is not None and m.expires_at <= now and m.idle
                 ]
             for loaded in due:
-                self._unload(loaded, evicted=False)
+                self._unload(loaded, evicted=False, only_idle=True)
 
     def _request_finished(self, handle: RequestHandle, item: Chunk | CandorError | None) -> None:
         """Called once per request (by a reader thread, or by cancel) when it ends."""
@@ -380,14 +407,25 @@ class Scheduler:
         self.metrics.add(requests=1)
 
     @contextlib.contextmanager
-    def _expiry_on_failure(self, loaded: LoadedModel) -> Iterator[None]:
-        """A request that fails before its runner takes it (a template error, a full queue) still leaves the
+    def _claim(
+        self, model: str | None, *, ctx: int | None = None, keep_alive: float | None = None
+    ) -> Iterator[LoadedModel]:
+        """Load the model and keep the keep-alive reaper and eviction off it until this request is in its
+        runner's hands (which then counts it as active). With `keep_alive: 0` a model is due at once, and
+        the reaper used to be able to close it between the load and the hand-over.
+
+        A request that fails before its runner takes it (a template error, a full queue) still leaves the
         model's keep-alive in force: `keep_alive: 0` unloads it even then."""
+        loaded = self.load(model, ctx=ctx, keep_alive=keep_alive, claim=True)
         try:
-            yield
+            yield loaded
         except BaseException:
             self._schedule_expiry(loaded)
             raise
+        finally:
+            with self._lock:
+                loaded.claims -= 1
+            self._wake.set()  # the reaper looks again: a failed request's model may be due
 
     def _entry(self, model: str | None, loaded: LoadedModel) -> StoreEntry | None:
         """The store entry this request named: its system prompt and parameters apply, even when the
@@ -418,8 +456,7 @@ class Scheduler:
         ctx: int | None = None,
     ) -> RequestHandle:
         """Continue raw text or token ids; returns a handle to iterate for chunks."""
-        loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
-        with self._expiry_on_failure(loaded):
+        with self._claim(model, ctx=ctx, keep_alive=keep_alive) as loaded:
             entry = self._entry(model, loaded)
             sampling = self._params(defaults_of(entry), params, options or {})
             self._admit(loaded)
@@ -441,8 +478,7 @@ class Scheduler:
         variables: Mapping[str, Any] | None = None,
     ) -> RequestHandle:
         """Answer a conversation through the model's chat template (or its disclosed fallback)."""
-        loaded = self.load(model, ctx=ctx, keep_alive=keep_alive)
-        with self._expiry_on_failure(loaded):
+        with self._claim(model, ctx=ctx, keep_alive=keep_alive) as loaded:
             entry = self._entry(model, loaded)
             turns = with_default_system(messages, entry.system if entry else None)
             text = render_chat(
@@ -466,9 +502,9 @@ class Scheduler:
         """One L2-normalised vector per text."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise InvalidParameter("embed takes a list of strings")
-        loaded = self.load(model, keep_alive=keep_alive)
-        result: list[list[float]] = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
-        loaded.last_used = time.monotonic()
+        with self._claim(model, keep_alive=keep_alive) as loaded:
+            result: list[list[float]] = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
+            loaded.last_used = time.monotonic()
         self._schedule_expiry(loaded)
         return result
 
