@@ -152,25 +152,14 @@ def read_message(prompt: str) -> str:
     return "\n".join(lines).strip()
 
 
-def chat_loop(
-    backend: ChatBackend,
-    params: SamplingParams,
-    *,
-    options: dict[str, Any] | None = None,
-    system: str | None,
-    raw: bool,
-    verbose: bool,
-) -> int:
+def chat_loop(session: ChatSession) -> int:
     """Run the interactive chat until /bye or Ctrl-D."""
     with contextlib.suppress(ImportError):  # not on every platform
         import readline  # noqa: F401 - line editing and history for input()
-    session = ChatSession(
-        backend, params, options=options, system=system, raw=raw, verbose=verbose, out=sys.stdout
-    )
-    note = None if raw else backend.fallback_note()
+    note = None if session.raw else session.backend.fallback_note()
     if note:
         print(f"note: {note}", file=sys.stderr)
-    print("Chatting with " + backend.banner() + ". Type /? for help, /bye to leave.", file=sys.stderr)
+    print("Chatting with " + session.backend.banner() + ". Type /? for help, /bye to leave.", file=sys.stderr)
     while True:
         try:
             text = read_message(">>> ")

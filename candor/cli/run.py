@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from candor.cli import repl
-from candor.cli.chat_backends import LocalChat, ServerChat, final_chunk
+from candor.cli.chat_backends import ChatBackend, LocalChat, ServerChat, final_chunk
 from candor.cli.stats import print_stats
 from candor.client import running_server, stream
 from candor.defaults import DEFAULT_MODEL_NAME
@@ -108,21 +108,12 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     base = None if args.local or _is_path(model_ref) else running_server()
     if base is not None and interactive:
-        return repl.chat_loop(
-            ServerChat(base, model_ref or DEFAULT_MODEL_NAME),
-            params,
-            options=server_options(args),
-            system=args.system,
-            raw=args.raw,
-            verbose=args.verbose,
-        )
+        return chat(ServerChat(base, model_ref or DEFAULT_MODEL_NAME), params, args, server_options(args))
     if base is not None:
         return run_on_server(base, model_ref, prompt, args)
     with load(model_ref, ctx=args.ctx, threads=args.threads) as model:
         if interactive:
-            return repl.chat_loop(
-                LocalChat(model), params, system=args.system, raw=args.raw, verbose=args.verbose
-            )
+            return chat(LocalChat(model), params, args)
         disclose_fallback(model, raw=args.raw)
         if args.raw:
             stream = model.generate(prompt, params=params)
@@ -133,6 +124,25 @@ def handle(args: argparse.Namespace) -> int:
         if args.verbose and last is not None:
             print_stats(last, sys.stderr)
     return 0
+
+
+def chat(
+    backend: ChatBackend,
+    params: SamplingParams,
+    args: argparse.Namespace,
+    options: dict[str, Any] | None = None,
+) -> int:
+    """The interactive chat, with the flags' settings (`options`: those the user set, for a server)."""
+    session = repl.ChatSession(
+        backend,
+        params,
+        options=options,
+        system=args.system,
+        raw=args.raw,
+        verbose=args.verbose,
+        out=sys.stdout,
+    )
+    return repl.chat_loop(session)
 
 
 def _is_path(model_ref: str | None) -> bool:
