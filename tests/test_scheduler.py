@@ -359,6 +359,24 @@ def test_a_keep_alive_0_request_keeps_its_model_until_its_runner_has_it(
     assert scheduler.loaded() == []
 
 
+def test_a_model_loaded_for_a_keep_alive_0_request_waits_for_that_request(
+    scheduler: Scheduler, tiny_model_path: Path
+) -> None:
+    # The server loads the model, resolves the request, then hands it over: the model must still be there.
+    model = str(tiny_model_path)
+    assert scheduler.defaults(model) == SamplingParams()  # looks up the name; loads nothing
+    assert scheduler.loaded() == []
+    scheduler.load(model, keep_alive=0)
+    time.sleep(1.2)  # over two rounds of the keep-alive reaper
+    assert scheduler.loaded() and scheduler.metrics.snapshot()["loads"] == 1
+    chunks = list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0))
+    assert chunks[-1].finish_reason is not None and scheduler.metrics.snapshot()["loads"] == 1
+    deadline = time.monotonic() + 3
+    while scheduler.loaded() and time.monotonic() < deadline:  # then unloaded as the request ends
+        time.sleep(0.05)
+    assert scheduler.loaded() == []
+
+
 def test_a_context_beyond_the_model_is_capped_not_reloaded(
     scheduler: Scheduler, tiny_model_path: Path
 ) -> None:
@@ -449,10 +467,10 @@ def test_near_equal_prompts_into_an_idle_engine_all_get_their_first_token_in_one
     assert [s.planned for s in eng.slots] == [10, 10, 10]  # one run, and every prompt ends in it
     assert all(s.next_token is not None and s.fed == len(s.request.prompt) for s in eng.slots if s.request)
     drain(eng)
-    for i, n in enumerate((10, 11, 60), start=3):  # beside a long prompt nobody waits for a small pass
+    for i, n in enumerate((10, 11, 60), start=3):  # beside a long prompt nobody waits, nothing is cut
         assert eng.submit(EngineRequest(i, tuple(range(100, 100 + n)), GREEDY)) is None
     eng.step()
-    assert sorted(s.planned for s in eng.slots) == [10, 10, 60]
+    assert sorted(s.planned for s in eng.slots) == [10, 11, 60]
     drain(eng)
 
 
@@ -466,8 +484,9 @@ def test_prompts_read_beside_decoding_slots_take_even_chunks_and_leftovers_trick
     for i, n in zip((2, 3, 4), (10, 11, 13), strict=True):
         assert eng.submit(EngineRequest(i, tuple(range(5, 5 + n)), GREEDY)) is None
     steps = first_token_step(eng, {2, 3, 4})
-    # all cut to 10 in the first step; then what is left goes one token a step beside the decoding slots
-    assert steps == {2: 1, 3: 2, 4: 4}
+    # the 13-token prompt is cut to the median, 11; its last 2 tokens go one a step beside the decoding
+    # slots; the shorter ones are read whole
+    assert steps == {2: 1, 3: 1, 4: 3}
     long_prompt = tuple(range(5, 45))
     for i in (2, 3, 4):
         eng.cancel(i)

@@ -117,6 +117,10 @@ def _serves(loaded: LoadedModel, ctx: int | None) -> bool:
     return wanted is None or wanted <= loaded.ctx
 
 
+# Seconds a model loaded for a `keep_alive: 0` request is kept for that request to reach it.
+FIRST_REQUEST_GRACE = 10.0
+
+
 class Scheduler:
     """Thread-safe. Create one per process (the server keeps it on app.state); close() when done."""
 
@@ -249,6 +253,11 @@ class Scheduler:
             self._models[key] = loaded
         self.metrics.add(loads=1)
         self._schedule_expiry(loaded)
+        if loaded.keep_alive == 0 and loaded.expires_at is not None:
+            # Loaded for a request that wants it unloaded when it ends: the server resolves the request
+            # (template, reply plan) before handing it over, and a model due at once would be closed, and
+            # loaded again, in between. If the request never comes (it was refused), it goes after this.
+            loaded.expires_at += FIRST_REQUEST_GRACE
         return loaded
 
     def _charge(self, card: ModelCard, path: Path, ctx: int) -> int:
@@ -314,22 +323,26 @@ class Scheduler:
         return bool(matches)
 
     def _unload_when_idle(self, loaded: LoadedModel) -> None:
-        if not loaded.idle:
+        if not self._unload(loaded, evicted=False, only_idle=True):
             loaded.keep_alive = 0  # the keep-alive reaper unloads it when its last request ends
             self._schedule_expiry(loaded)
-        else:
-            self._unload(loaded, evicted=False)
 
-    def _unload(self, loaded: LoadedModel, *, evicted: bool, only_idle: bool = False) -> None:
-        """Close a model's runner; with `only_idle`, not if a request has reached or claimed it since."""
+    def _unload(
+        self, loaded: LoadedModel, *, evicted: bool, only_idle: bool = False, due_by: float | None = None
+    ) -> bool:
+        """Close a model's runner; False, leaving it, when `only_idle` and a request has reached or claimed
+        it since the caller looked, or when it is no longer due by `due_by` (a request renewed it)."""
         with self._lock:
             if only_idle and not loaded.idle:
-                return
+                return False
+            if due_by is not None and (loaded.expires_at is None or loaded.expires_at > due_by):
+                return False
             if self._models.get(loaded.key) is loaded:
                 del self._models[loaded.key]
         loaded.runner.close()
         if evicted:
             self.metrics.add(evictions=1)
+        return True
 
     def _with_runner(self, runner_name: str) -> LoadedModel | None:
         """The loaded model whose runner has this name (the name it was loaded by); call under the lock."""
@@ -372,8 +385,8 @@ class Scheduler:
                     for m in self._models.values()
                     if m.expires_at is not None and m.expires_at <= now and m.idle
                 ]
-            for loaded in due:
-                self._unload(loaded, evicted=False, only_idle=True)
+            for loaded in due:  # closing one can take seconds: each is checked again as it comes
+                self._unload(loaded, evicted=False, only_idle=True, due_by=now)
 
     def _request_finished(self, handle: RequestHandle, item: Chunk | CandorError | None) -> None:
         """Called once per request (by a reader thread, or by cancel) when it ends."""
@@ -435,8 +448,10 @@ class Scheduler:
         return self.store.find(model)
 
     def defaults(self, model: str | None) -> SamplingParams:
-        """The sampling defaults a name carries (an imported Ollama model's parameters)."""
-        return defaults_of(self._entry(model, self.load(model)))
+        """The sampling defaults a name carries (an imported Ollama model's parameters). Loads nothing:
+        the server calls it on its event loop."""
+        _, _, entry = self._key(model)
+        return defaults_of(entry)
 
     @staticmethod
     def _params(
@@ -505,7 +520,7 @@ class Scheduler:
         with self._claim(model, keep_alive=keep_alive) as loaded:
             result: list[list[float]] = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
             loaded.last_used = time.monotonic()
-        self._schedule_expiry(loaded)
+            self._schedule_expiry(loaded)  # before the claim ends: an old expiry must not close it now
         return result
 
     def tokenize(self, model: str | None, text: str) -> list[int]:
