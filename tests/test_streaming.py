@@ -59,3 +59,26 @@ def test_a_client_gone_before_the_first_chunk_cancels_its_generation(monkeypatch
     with pytest.raises(ClientGone):
         asyncio.run(run())
     assert cancelled == [7]
+
+
+def test_a_client_gone_as_the_first_chunk_arrives_cancels_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first chunk lands while the disconnect check runs: the generation is cancelled before
+    # ClientGone propagates, not whenever the abandoned generator is collected.
+    monkeypatch.setattr(streaming, "DISCONNECT_POLL_SECONDS", 0.01)
+    cancelled: list[int] = []
+    handle = RequestHandle(9, "m", cancelled.append)
+
+    class GoneAsTheChunkComes(FakeRequest):
+        async def is_disconnected(self) -> bool:
+            handle.deliver(Chunk("late"))
+            await asyncio.sleep(0.05)  # the stream takes the chunk: its first-chunk wait is over
+            return True
+
+    async def run() -> list[int]:
+        try:
+            await opened(handle, GoneAsTheChunkComes())  # type: ignore[arg-type]
+        except ClientGone:
+            return list(cancelled)  # before the event loop could finalize anything
+        raise AssertionError("the hang-up was not noticed")
+
+    assert asyncio.run(run()) == [9]

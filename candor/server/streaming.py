@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -17,7 +17,7 @@ from candor.types import Chunk, TokenLogprob
 T = TypeVar("T")
 
 
-async def chunks_of(handle: RequestHandle) -> AsyncIterator[Chunk]:
+async def chunks_of(handle: RequestHandle) -> AsyncGenerator[Chunk, None]:
     """Yield the handle's chunks in the event loop; raise its error; cancel it if the consumer stops."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Chunk | CandorError | None] = asyncio.Queue()
@@ -88,14 +88,21 @@ async def opened(handle: RequestHandle, request: Request) -> AsyncIterator[Chunk
     nothing until it has a slot. If the client hangs up before the first chunk, the generation is
     cancelled and ClientGone raised."""
     chunks = chunks_of(handle)
-    first = await _unless_gone(asyncio.ensure_future(anext(chunks)), request)
+    try:
+        first = await _unless_gone(asyncio.ensure_future(anext(chunks)), request)
+    except ClientGone:
+        await chunks.aclose()  # the first chunk may have come meanwhile: cancel now, not when collected
+        raise
     return _after(first, chunks)
 
 
-async def _after(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+async def _after(first: Chunk, rest: AsyncGenerator[Chunk, None]) -> AsyncIterator[Chunk]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # a consumer that stops early cancels the generation now
 
 
 async def collect(handle: RequestHandle, request: Request | None = None) -> Collected:
