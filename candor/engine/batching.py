@@ -257,15 +257,15 @@ class BatchEngine:
     def _chunks(self, decoding: int) -> dict[int, int]:
         """How many prompt tokens each reading slot takes this step (before the batch budget).
 
-        Prompts read together whose lengths are within TRICKLE of the shortest near the median (the
-        common length) are made to end in one pass, where all their first tokens are computed at once:
-        each output row is a product with the whole vocabulary matrix, and rows left for passes of their
-        own cost nearly a decode step.
-        - A burst into an idle engine (no slot decoding, no prompt much longer): the longer ones first
-          read their extra tokens, a small pass without outputs, then all read the common length
-          together. On the default model, 8 prompts of 17 and 18 tokens read whole took 185-193 ms (8x17
-          tokens, then the six 18th tokens with their outputs); extra tokens first, 160 ms (10 + 150).
-        - Otherwise (beside decoding slots, or a long prompt): the longer ones are cut to the common
+        Prompts read together whose lengths are within TRICKLE of a common length are made to end in one
+        pass, where all their first tokens are computed at once: each output row is a product with the
+        whole vocabulary matrix, and rows left for passes of their own cost nearly a decode step.
+        - A burst into an idle engine (no slot decoding, no prompt much longer): the common length is the
+          shortest near the median; the longer ones first read their extra tokens, a small pass without
+          outputs, then all read the common length together. On the default model, 8 prompts of 17 and
+          18 tokens read whole took 185-193 ms (8x17 tokens, then the six 18th tokens with their
+          outputs); extra tokens first, 160 ms (10 + 150).
+        - Otherwise (beside decoding slots, or a long prompt): the longer ones are cut to the median
           length, and what is left of them goes one token a step beside the decoding slots, inside their
           pass, rather than in passes of its own. 8 prompts of 15-18 tokens read whole took 185 ms, cut
           to 15 each 129 ms.
@@ -279,12 +279,14 @@ class BatchEngine:
         if not left:
             return {}
         lengths = sorted(left.values())
-        median = lengths[(len(lengths) - 1) // 2]
-        common = min(n for n in lengths if n >= median - TRICKLE)  # a short outlier does not set it
-        longer = {seq for seq, n in left.items() if common < n <= common + TRICKLE}
+        median = lengths[(len(lengths) - 1) // 2]  # a short outlier (a reused prefix) does not set it
+        shortest = min(n for n in lengths if n >= median - TRICKLE)
         # Only near-equal prompts into an idle engine: beside a long prompt the step is long, and a prompt
         # made to wait one would wait for all of it.
-        burst = not decoding and lengths[-1] <= common + TRICKLE
+        burst = not decoding and lengths[-1] <= shortest + TRICKLE
+        # Cut to the median otherwise: a prompt cut shorter would trickle its rest over more steps.
+        common = shortest if burst else median
+        longer = {seq for seq, n in left.items() if common < n <= common + TRICKLE}
         chunks = {}
         for seq, n in left.items():
             if decoding and n <= TRICKLE:
