@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from candor.client import call, stream
 from candor.model import Model
@@ -70,9 +71,11 @@ class LocalChat:
 class ServerChat:
     """The model on a running candor server, through its Ollama API (as `ollama run` talks to Ollama)."""
 
-    def __init__(self, base: str, model: str) -> None:
+    def __init__(self, base: str, model: str, *, thinking_out: TextIO | None = None) -> None:
         self.base = base
         self.model = model
+        # A thinking model's reasoning goes here (stderr by default), as `candor run PROMPT` shows it.
+        self.thinking_out = thinking_out or sys.stderr
         self._shown: dict[str, Any] = call(base, "POST", "/api/show", {"model": model})  # 404: no such model
         self._candor: dict[str, Any] = self._shown.get("candor") or {}
 
@@ -95,7 +98,11 @@ class ServerChat:
             lines = stream(self.base, "/api/chat", body)
         try:
             for line in lines:
-                text = line["response"] if "response" in line else (line.get("message") or {}).get("content")
+                message = line.get("message") or {}
+                if message.get("thinking"):
+                    self.thinking_out.write(message["thinking"])
+                    self.thinking_out.flush()
+                text = line["response"] if "response" in line else message.get("content")
                 if text:
                     yield Chunk(text)
                 if line.get("done"):

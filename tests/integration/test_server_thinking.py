@@ -8,6 +8,7 @@ replies shaped by a grammar, read by the official clients.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -22,12 +23,13 @@ import pytest
 from gguf_factory import write_tiny_llama
 from live_server import start_server, stop_server
 
+from candor.cli.chat_backends import ServerChat
 from candor.prompt.replies import parse_reply, reply_format, split_thinking
 from candor.scheduler import RequestHandle
 from candor.server.openai.routes import ChatStream
 from candor.server.replies import ReplyPlan, ReplyStream
 from candor.server.streaming import chunks_of
-from candor.types import Chunk, FinishReason, Usage
+from candor.types import Chunk, FinishReason, Message, SamplingParams, Usage
 
 THOUGHT = "hello the world " * 12
 ANSWER = "hello and the end"
@@ -261,6 +263,17 @@ def test_ollama_generate_streams_thinking_too(thinking_server: str) -> None:
         timeout=60,
     )
     assert raw.status_code == 400 and "raw" in raw.json()["error"]
+
+
+def test_the_chat_through_a_server_shows_the_reasoning_apart_from_the_answer(thinking_server: str) -> None:
+    # `candor run`'s interactive chat against a server: reasoning to stderr as it streams, answer to stdout.
+    reasoning = io.StringIO()
+    backend = ServerChat(thinking_server, "opens:tiny", thinking_out=reasoning)
+    options = {"num_predict": 200, "grammar": grammar(opened=False)}
+    chunks = list(backend.answer([Message("user", "hi")], SamplingParams(), options, raw=False))
+    assert "".join(c.text for c in chunks) == ANSWER
+    assert reasoning.getvalue().strip() == THOUGHT.strip()
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
 def test_think_on_a_model_that_cannot_think_stays_a_400(thinking_server: str) -> None:
