@@ -49,6 +49,14 @@ def drain(eng: BatchEngine, limit: int = 10_000) -> list[EngineEvent]:
     raise AssertionError("the engine did not finish")
 
 
+def assert_unloads(scheduler: Scheduler, within: float = 3) -> None:
+    """Wait for the keep-alive reaper to unload every model; fail if it does not within `within` s."""
+    deadline = time.monotonic() + within
+    while scheduler.loaded() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scheduler.loaded() == []
+
+
 def finals(events: list[EngineEvent]) -> dict[int, EngineEvent]:
     return {e.request_id: e for e in events if e.final}
 
@@ -204,15 +212,9 @@ def test_keep_alive_expiry_and_zero_unload(scheduler: Scheduler, tiny_model_path
     model = str(tiny_model_path)
     list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0.5))
     assert scheduler.loaded()
-    deadline = time.monotonic() + 5
-    while scheduler.loaded() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert scheduler.loaded() == []
+    assert_unloads(scheduler, within=5)
     list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0))
-    deadline = time.monotonic() + 3
-    while scheduler.loaded() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert scheduler.loaded() == []
+    assert_unloads(scheduler)
     list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=-1))
     [info] = scheduler.loaded()
     assert info["expires_at"] is None  # forever
@@ -280,10 +282,7 @@ def test_keep_alive_zero_unloads_even_when_the_request_fails_early(
     list(scheduler.generate(model, "hello", params=GREEDY))  # loaded, with the default keep-alive
     with pytest.raises(InvalidParameter):
         scheduler.generate(model, "hello", options={"temperature": -1}, keep_alive=0)
-    deadline = time.monotonic() + 3
-    while scheduler.loaded() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert scheduler.loaded() == []
+    assert_unloads(scheduler)
 
 
 def test_a_model_without_a_kv_cache_is_refused_for_generation(native: NativeModel) -> None:
@@ -318,10 +317,7 @@ def test_unloading_a_busy_model_waits_for_its_requests(scheduler: Scheduler, tin
     assert scheduler.unload(model)  # another client's keep_alive 0, or `candor stop`
     assert scheduler.loaded() and scheduler.loaded()[0]["active_requests"] == 1
     assert list(chunks)[-1].finish_reason is FinishReason.LENGTH  # the answer was not cut off
-    deadline = time.monotonic() + 3
-    while scheduler.loaded() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert scheduler.loaded() == []
+    assert_unloads(scheduler)
 
 
 def test_keep_alive_on_a_loaded_idle_model_takes_effect(scheduler: Scheduler, tiny_model_path: Path) -> None:
@@ -333,10 +329,7 @@ def test_keep_alive_on_a_loaded_idle_model_takes_effect(scheduler: Scheduler, ti
     time.sleep(1.0)
     assert scheduler.loaded()
     scheduler.load(model, keep_alive=0.2)
-    deadline = time.monotonic() + 3
-    while scheduler.loaded() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert scheduler.loaded() == []
+    assert_unloads(scheduler)
 
 
 def test_a_keep_alive_0_request_keeps_its_model_until_its_runner_has_it(
@@ -353,10 +346,7 @@ def test_a_keep_alive_0_request_keeps_its_model_until_its_runner_has_it(
     monkeypatch.setattr(scheduler, "_admit", slow_admit)
     chunks = list(scheduler.generate(str(tiny_model_path), "hello", params=GREEDY, keep_alive=0))
     assert chunks[-1].finish_reason is not None
-    deadline = time.monotonic() + 3
-    while scheduler.loaded() and time.monotonic() < deadline:  # and still unloaded once it has ended
-        time.sleep(0.05)
-    assert scheduler.loaded() == []
+    assert_unloads(scheduler)  # and still unloaded once it has ended
 
 
 def test_a_model_loaded_for_a_keep_alive_0_request_waits_for_that_request(
@@ -371,10 +361,7 @@ def test_a_model_loaded_for_a_keep_alive_0_request_waits_for_that_request(
     assert scheduler.loaded() and scheduler.metrics.snapshot()["loads"] == 1
     chunks = list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0))
     assert chunks[-1].finish_reason is not None and scheduler.metrics.snapshot()["loads"] == 1
-    deadline = time.monotonic() + 3
-    while scheduler.loaded() and time.monotonic() < deadline:  # then unloaded as the request ends
-        time.sleep(0.05)
-    assert scheduler.loaded() == []
+    assert_unloads(scheduler)  # then unloaded as the request ends
 
 
 def test_a_context_beyond_the_model_is_capped_not_reloaded(
