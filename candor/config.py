@@ -60,6 +60,15 @@ def _load_mode(text: str) -> str:
     return text
 
 
+CPU_BUFFER_MODES = ("auto", "all", "none")
+
+
+def _cpu_buffers(text: str) -> str:
+    if text not in CPU_BUFFER_MODES:
+        raise ValueError(f"must be one of {', '.join(CPU_BUFFER_MODES)}")
+    return text
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CANDOR_HOME",
@@ -93,6 +102,20 @@ SETTINGS: tuple[Setting, ...] = (
         "allows), mmap (mapped from the file, as llama.cpp does by default) or auto (ram when the "
         "model fits in half of the available memory)",
     ),
+    Setting(
+        "CANDOR_CPU_BUFFERS",
+        _cpu_buffers,
+        lambda: "auto",
+        "llama.cpp's extra CPU buffer types for weights (AMX, CPU_REPACK): all (llama.cpp's default), "
+        "none, or auto (all unless a once-per-boot CPU self-test finds one that crashes this machine)",
+    ),
+    Setting(
+        "CANDOR_CPU_SELFTEST_FAULT",
+        str,
+        lambda: "",
+        "for tests: the CPU self-test dies by SIGILL wherever this extra buffer type (e.g. CPU_REPACK) "
+        "holds weights, as if its kernels were illegal on this CPU",
+    ),
 )
 
 
@@ -106,6 +129,8 @@ class Settings:
     batch: int
     gpu_layers: int
     load_mode: str = "auto"
+    cpu_buffers: str = "auto"
+    cpu_selftest_fault: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

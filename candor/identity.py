@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +12,7 @@ from typing import Any
 
 from candor.errors import ModelNotFound
 from candor.gguf_file import TOKENS_KEY, ArraySummary, GGUFHeader, read_gguf
+from candor.jsonfile import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +303,7 @@ def file_sha256(path: str | Path, cache_dir: Path) -> str:
     except FileNotFoundError:
         raise ModelNotFound(f"no model file at {path}; check the path, or pull the model first") from None
     cache_path = cache_dir / SHA256_CACHE_FILE
-    cache = _load_cache(cache_path)
+    cache = read_json(cache_path)
     entry = cache.get(str(resolved))
     if (
         isinstance(entry, dict)
@@ -334,28 +332,8 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_cache(cache_path: Path) -> dict[str, Any]:
-    """Read the hash cache; a missing or corrupt one is an empty cache (it is rebuilt)."""
-    try:
-        data = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _write_atomically(cache_path: Path, data: dict[str, Any]) -> None:
-    """Replace the cache file in one step, so a crash or a concurrent reader never sees half of it."""
     try:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_path.parent, prefix=f".{cache_path.name}.", suffix=".tmp")
+        write_json(cache_path, data)
     except OSError as exc:
         logger.warning("cannot write the sha256 cache %s: %s", cache_path, exc)
-        return
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=1, sort_keys=True)
-        os.replace(tmp, cache_path)
-    except OSError as exc:
-        logger.warning("cannot write the sha256 cache %s: %s", cache_path, exc)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)

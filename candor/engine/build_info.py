@@ -74,6 +74,39 @@ def build_info() -> BuildInfo:
     )
 
 
+def extra_buffer_types() -> list[tuple[str, int]]:
+    """The CPU backend's extra buffer types for weights (AMX, KLEIDIAI, CPU_REPACK...), in llama.cpp's order
+    of preference, each as (name, ggml_backend_buffer_type_t)."""
+    ensure_backend()
+    lib = _ggml.libggml
+    lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    lib.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    buft_name = _text_function("ggml_backend_buft_name", [ctypes.c_void_p])
+    cpu = lib.ggml_backend_dev_by_type(_CPU_DEVICE)
+    if not cpu:
+        return []
+    address = lib.ggml_backend_reg_get_proc_address(
+        lib.ggml_backend_dev_backend_reg(cpu), b"ggml_backend_dev_get_extra_bufts"
+    )
+    if not address:
+        return []
+    get_extra = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(address)
+    found: list[tuple[str, int]] = []
+    listed = get_extra(cpu)
+    while listed and listed[len(found)]:
+        buft = int(listed[len(found)])
+        found.append((buft_name(buft).decode(), buft))
+    return found
+
+
+# ggml_backend_dev_type: 0 CPU, 1 GPU (dedicated memory), 2 IGPU (host memory), 3 ACCEL
+_CPU_DEVICE = 0
+
+
 @dataclass(frozen=True)
 class GpuMemory:
     """One GPU with memory of its own, as its ggml backend reports it."""
@@ -83,7 +116,6 @@ class GpuMemory:
     total: int
 
 
-# ggml_backend_dev_type: 0 CPU, 1 GPU (dedicated memory), 2 IGPU (host memory), 3 ACCEL
 _GPU_WITH_OWN_MEMORY = 1
 
 

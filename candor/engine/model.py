@@ -7,6 +7,8 @@ from pathlib import Path
 
 import llama_cpp
 
+from candor.config import Settings
+from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.engine.native import ensure_backend
 from candor.errors import InvalidParameter, ModelClosed, ModelLoadError, UnsupportedModel
 from candor.plan.kv import NO_KV_ARCHS
@@ -15,9 +17,23 @@ from candor.plan.kv import NO_KV_ARCHS
 class NativeModel:
     """Owns a `llama_model*`; tokenizes and detokenizes with its vocabulary."""
 
-    def __init__(self, path: Path, *, gpu_layers: int = -1, weights_in_ram: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        gpu_layers: int = -1,
+        weights_in_ram: bool = False,
+        cpu_buffers: CpuBuffers | None = None,
+    ) -> None:
         sink = ensure_backend()
+        if cpu_buffers is None:  # as CANDOR_CPU_BUFFERS says: by default, as the CPU self-test found
+            settings = Settings.from_env()
+            cpu_buffers = choose_cpu_buffers(settings.cpu_buffers, settings.home, threads=settings.threads)
+        self.cpu_buffers = cpu_buffers
         params = llama_cpp.llama_model_default_params()
+        # Extra buffer types (AMX, CPU_REPACK) hold weights in layouts for special kernels; without them
+        # every CPU weight stays in a plain buffer (what llama-bench --repack 0 does).
+        params.use_extra_bufts = cpu_buffers.extra
         # -1 asks for every layer: llama.cpp clamps it to what the backends can hold.
         params.n_gpu_layers = 999 if gpu_layers < 0 else gpu_layers
         # Read into allocated memory, or (llama.cpp's default) map the file: see plan/holding.py.
