@@ -11,6 +11,7 @@ from typing import Any, Literal, overload
 
 from candor.config import Settings
 from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, SequenceRunner
+from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.errors import CandorError, InvalidParameter
 from candor.identity import ModelCard
 from candor.options import apply_options
@@ -44,6 +45,8 @@ class Model:
         gpu_layers: int,
         entry: StoreEntry | None = None,
         load_mode: str = "auto",
+        cpu_buffers: str = "auto",
+        home: Path | None = None,
     ) -> None:
         started = time.perf_counter()
         self.path = path
@@ -55,7 +58,11 @@ class Model:
         # In this process glibc's huge pages cannot be asked for any more (a runner's environment asks at
         # exec); reading the weights into memory still beats mapping them (see plan/holding.py).
         in_ram, _ = hold_weights(load_mode, path.stat().st_size, available_memory())
-        self._native = NativeModel(path, gpu_layers=gpu_layers, weights_in_ram=in_ram)
+        home = home or Settings.from_env().home
+        self.cpu_buffers: CpuBuffers = choose_cpu_buffers(cpu_buffers, home, threads=threads)
+        self._native = NativeModel(
+            path, gpu_layers=gpu_layers, weights_in_ram=in_ram, cpu_buffers=self.cpu_buffers
+        )
         try:
             n_ctx = min(ctx, self._native.n_ctx_train) if self._native.n_ctx_train > 0 else ctx
             config = ContextConfig(n_ctx=n_ctx, n_batch=min(batch, n_ctx), n_threads=threads, n_outputs_max=1)
@@ -326,4 +333,6 @@ def load(
         batch=s.batch,
         gpu_layers=s.gpu_layers if gpu_layers is None else gpu_layers,
         load_mode=s.load_mode,
+        cpu_buffers=s.cpu_buffers,
+        home=s.home,
     )

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from gguf_factory import write_tiny_llama
 
+from candor.engine.cpu_selftest import cpu_verdict
+
+VERDICT = Path("cache/cpu-selftest.json")
+
+
+@pytest.fixture(scope="session")
+def cpu_selftest_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home where the CPU self-test ran once for the session (each fresh home would run it again)."""
+    home = tmp_path_factory.mktemp("cpu-selftest-home")
+    cpu_verdict(home)
+    return home
+
 
 @pytest.fixture(autouse=True)
-def candor_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point CANDOR_HOME at an empty temporary directory, so no test touches the user's store."""
+def candor_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, cpu_selftest_home: Path
+) -> Path:
+    """Point CANDOR_HOME at a fresh temporary directory, so no test touches the user's store; it holds
+    only this machine's CPU self-test verdict."""
     home = tmp_path_factory.mktemp("candor-home")
+    if (cpu_selftest_home / VERDICT).exists():  # absent when the self-test could not run
+        (home / VERDICT).parent.mkdir(parents=True)
+        shutil.copyfile(cpu_selftest_home / VERDICT, home / VERDICT)
     monkeypatch.setenv("CANDOR_HOME", str(home))
     return home
 

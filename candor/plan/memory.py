@@ -41,6 +41,7 @@ def memory_plan(
     embeddings: bool = False,
     backend_samplers: bool = False,
     n_outputs_max: int = 0,
+    extra_buffers: bool = True,
     header: GGUFHeader | None = None,
     cpu_features: Iterable[str] | None = None,
 ) -> MemoryPlan:
@@ -60,6 +61,8 @@ def memory_plan(
         backend_samplers: sampler chains run by llama.cpp (adds probabilities and candidates per output).
         n_outputs_max: most logits rows one llama_decode may ask for (0: llama.cpp's default, n_batch);
             candor's generation contexts use one per sequence, which keeps the compute buffer small.
+        extra_buffers: llama.cpp may put weights in the CPU's extra buffer types (its default); without
+            them (CANDOR_CPU_BUFFERS) nothing is repacked.
         cpu_features: the CPU features llama.cpp reports (default: asked of the loaded llama.cpp build).
     Returns:
         The plan, part by part, with its total.
@@ -80,7 +83,9 @@ def memory_plan(
     )
     n_gpu = sh.n_layer + 1 if gpu_layers < 0 else min(gpu_layers, sh.n_layer + 1)
     i_gpu_start = sh.n_layer + 1 - n_gpu  # llama.cpp: max(n_layer + 1 - n_gpu_layers, 0); output = n_layer
-    repack = repack_types(_llama_cpu_features() if cpu_features is None else cpu_features)
+    repack = (
+        repack_types(_llama_cpu_features() if cpu_features is None else cpu_features) if extra_buffers else {}
+    )
     parts = weight_parts(header, sh.n_layer, i_gpu_start, gpu, repack)
     notes: list[str] = []
     caches = kv_caches(sh, sizes, kv_type=kv_type, parallel=parallel, swa_full=swa_full)

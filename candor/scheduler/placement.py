@@ -7,11 +7,13 @@ a driver context (hundreds of MiB on CUDA) in the asking process, which the sche
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from candor.config import Settings
 from candor.engine.build_info import gpu_memory
+from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.errors import CandorError
 from candor.identity import read_card
 from candor.plan import MIB, MemoryPlan, available_memory, choose_gpu_layers, hold_weights, memory_plan
@@ -32,20 +34,30 @@ class Placement:
     gpu_bytes: int
     weights_in_ram: bool = False  # read into allocated memory, else mapped from the file
     weights: str = ""  # that choice and why, for /api/ps
+    # whether llama.cpp's extra CPU buffer types hold weights, and why
+    cpu_buffers: CpuBuffers = field(default_factory=lambda: CpuBuffers(True, "llama.cpp's default"))
+
+
+def runner_cpu_buffers(config: RunnerConfig) -> CpuBuffers:
+    """CANDOR_CPU_BUFFERS for a runner, decided as the CPU self-test's verdict (kept in its home) says."""
+    home = Path(config.home) if config.home else Settings.from_env().home
+    return choose_cpu_buffers(config.cpu_buffers, home, threads=config.threads)
 
 
 def place(config: RunnerConfig) -> Placement:
-    """Choose GPU layers, then how to hold the weights."""
-    layers = place_layers(config)
+    """Choose the CPU buffer types and GPU layers, then how to hold the weights."""
+    buffers = runner_cpu_buffers(config)
+    layers = place_layers(config, extra_buffers=buffers.extra)
     host = layers.host_bytes if layers.host_bytes is not None else Path(config.path).stat().st_size
     in_ram, why = hold_weights(config.load_mode, host, available_memory())
-    return replace(layers, weights_in_ram=in_ram, weights=why)
+    return replace(layers, weights_in_ram=in_ram, weights=why, cpu_buffers=buffers)
 
 
-def place_layers(config: RunnerConfig) -> Placement:
+def place_layers(config: RunnerConfig, *, extra_buffers: bool = True) -> Placement:
     """Choose GPU layers for a runner: the configured number, else the plan's best fit on free GPU memory."""
     gpus = gpu_memory()
     options: dict[str, Any] = {
+        "extra_buffers": extra_buffers,
         "ctx": config.ctx * config.parallel,  # one KV stream of ctx cells per slot
         "parallel": config.parallel,
         "kv_type": config.kv_type,

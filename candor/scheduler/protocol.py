@@ -67,6 +67,7 @@ class Ready:
     host_bytes: int | None = None  # the memory plan's bytes in RAM (None: no plan)
     gpu_bytes: int = 0  # and on the GPU
     weights: str = ""  # how the weights are held (read into memory or mapped from the file), and why
+    cpu_buffers: str = ""  # whether llama.cpp's extra CPU buffer types (AMX, CPU_REPACK) hold weights; why
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,5 @@ class RunnerConfig:
     gpu_layers: int  # -1: as many as fit (decided by the runner from the memory plan), else exactly this
     kv_type: str = "f16"
     load_mode: str = "auto"  # CANDOR_LOAD_MODE: ram, mmap, or auto (the runner decides)
+    cpu_buffers: str = "auto"  # CANDOR_CPU_BUFFERS: all, none, or auto (as the CPU self-test found)
+    home: str = ""  # CANDOR_HOME, where the CPU self-test's verdict is kept ("": from the environment)

@@ -73,7 +73,10 @@ class Runner:
         started = time.perf_counter()
         placement = place(config)
         self.model = NativeModel(
-            Path(config.path), gpu_layers=placement.gpu_layers, weights_in_ram=placement.weights_in_ram
+            Path(config.path),
+            gpu_layers=placement.gpu_layers,
+            weights_in_ram=placement.weights_in_ram,
+            cpu_buffers=placement.cpu_buffers,
         )
         ctx = min(config.ctx, self.model.n_ctx_train) if self.model.n_ctx_train > 0 else config.ctx
         context = ContextConfig(
@@ -107,6 +110,7 @@ class Runner:
             host_bytes=placement.host_bytes,
             gpu_bytes=placement.gpu_bytes,
             weights=placement.weights,
+            cpu_buffers=placement.cpu_buffers.why,
         )
 
     def tokens_for(self, message: Generate) -> tuple[int, ...]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from candor.config import Settings
+from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.errors import Busy, CandorError, InvalidParameter
 from candor.identity import ModelCard
 from candor.options import apply_options
@@ -106,6 +107,7 @@ class LoadedModel:
             "gpu_layers": self.runner.ready.gpu_layers,
             "placement": self.runner.ready.placement,
             "weights": self.runner.ready.weights,
+            "cpu_buffers": self.runner.ready.cpu_buffers,
         }
 
 
@@ -222,6 +224,8 @@ class Scheduler:
             gpu_layers=self.settings.gpu_layers,
             kv_type=self.config.kv_type,
             load_mode=self.settings.load_mode,
+            cpu_buffers=self.settings.cpu_buffers,
+            home=str(self.settings.home),
         )
         name = entry.name if entry is not None else str(path)
         runner = RunnerProcess(
@@ -265,9 +269,11 @@ class Scheduler:
         try:
             from candor.plan import memory_plan
 
+            buffers = choose_cpu_buffers(self.settings.cpu_buffers, self.settings.home)
             return int(
                 memory_plan(
                     card,
+                    extra_buffers=buffers.extra,
                     ctx=ctx * self.config.parallel,  # the runner's KV: one stream of ctx cells per slot
                     parallel=self.config.parallel,
                     kv_type=self.config.kv_type,

@@ -14,12 +14,23 @@ from candor.store import Store
 PROMPT = "The history of the printing press begins"
 
 
-def test_greedy_output_equals_llama_cpp_pythons_reference_path(gemma: candor.Model) -> None:
+def test_greedy_output_equals_llama_cpp_pythons_reference_path(
+    gemma: candor.Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ours = gemma.generate(PROMPT, stream=False, temperature=0, max_tokens=48, ignore_eos=True)
     again = gemma.generate(PROMPT, stream=False, temperature=0, max_tokens=48, ignore_eos=True)
     assert ours.tokens == again.tokens and ours.text == again.text
     # llama-cpp-python's high-level Llama class, same file, context, threads and batch. Flash attention
-    # on, as llama.cpp's default ("auto") resolves it on the CPU backend.
+    # on, as llama.cpp's default ("auto") resolves it on the CPU backend. The same CPU buffer types as candor
+    # chose (the Llama class has no argument for them): on a CPU whose AMX kernels crash, none.
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+    def model_params() -> llama_cpp.llama_model_params:
+        params = defaults()
+        params.use_extra_bufts = gemma.cpu_buffers.extra
+        return params
+
+    monkeypatch.setattr(llama_cpp.llama_cpp, "llama_model_default_params", model_params)
     reference = llama_cpp.Llama(
         model_path=str(gemma.path), n_ctx=2048, n_threads=2, n_batch=512, flash_attn=True, verbose=False
     )

@@ -378,10 +378,12 @@ async def ps(request: Request) -> dict[str, Any]:
                 "size_vram": info["size_vram"],
                 "context_length": info["context_length"],
                 # candor's own: layers on the GPU and who chose them (the memory plan, or a setting), and
-                # whether the weights were read into memory or are mapped from the file
+                # whether the weights were read into memory or are mapped from the file, and whether
+                # llama.cpp's extra CPU buffer types hold them (the CPU self-test decides)
                 "gpu_layers": info["gpu_layers"],
                 "placement": info["placement"],
                 "weights": info["weights"],
+                "cpu_buffers": info["cpu_buffers"],
             }
         )
     return {"models": models}
