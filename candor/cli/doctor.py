@@ -11,6 +11,8 @@ from typing import Any
 from candor import __version__
 from candor.config import Settings, describe
 from candor.engine import build_info
+from candor.engine.cpu_build import advertises_amx, amx_free_build_command, cpu_name
+from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.plan import huge_pages_status
 
 EXAMPLE = "example: candor doctor --json"
@@ -29,6 +31,10 @@ def report() -> dict[str, Any]:
     """Collect everything doctor shows."""
     info = build_info()
     settings = Settings.from_env()
+    buffers = choose_cpu_buffers(settings.cpu_buffers, settings.home, threads=settings.threads)
+    verdict = buffers.verdict
+    # A native build compiled AMX kernels this machine cannot run: a build without them is the cure.
+    amx_faulty = advertises_amx() and verdict is not None and "AMX" in verdict.faulty
     return {
         "candor": __version__,
         "python": platform.python_version(),
@@ -39,7 +45,15 @@ def report() -> dict[str, Any]:
         "backends": list(info.backends),
         "devices": list(info.devices),
         "gpu_offload": info.gpu_offload,
+        "cpu": cpu_name(),
         "cpu_features": list(info.cpu_features),
+        "cpu_buffers": {
+            "setting": settings.cpu_buffers,
+            "extra_buffer_types": buffers.extra,
+            "why": buffers.why,
+            "selftest": verdict.to_json() if verdict is not None else None,
+            "amx_free_build": amx_free_build_command() if amx_faulty else None,
+        },
         "threads": settings.threads,
         "huge_pages": huge_pages_status(),
         "load_mode": settings.load_mode,
@@ -55,6 +69,7 @@ def handle(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     out = sys.stdout
+    cpu = data["cpu_buffers"]
     gpu = "yes" if data["gpu_offload"] else "no (CPU only; see the README to build a GPU backend)"
     rows = [
         ("candor", data["candor"]),
@@ -64,7 +79,9 @@ def handle(args: argparse.Namespace) -> int:
         ("backends", ", ".join(data["backends"])),
         ("devices", ", ".join(data["devices"])),
         ("GPU offload", gpu),
+        ("CPU", data["cpu"]),
         ("CPU features", " ".join(data["cpu_features"]) or "none reported"),
+        ("CPU buffers", f"{data['cpu_buffers']['why']} (CANDOR_CPU_BUFFERS={cpu['setting']})"),
         ("threads", f"{data['threads']} (CANDOR_THREADS)"),
         ("weights", f"{data['load_mode']} (CANDOR_LOAD_MODE); huge pages: {data['huge_pages']}"),
         ("candor home", f"{data['home']} (CANDOR_HOME: store, caches, settings)"),
@@ -72,7 +89,16 @@ def handle(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}", file=out)
+    if data["cpu_buffers"]["amx_free_build"]:
+        print(
+            "\nThis CPU advertises AMX but cannot run llama.cpp's AMX kernels; candor loads models without "
+            "them. To build llama.cpp for this CPU without AMX (add other CMake flags, such as "
+            "-DGGML_RPC=ON, inside the quotes):",
+            file=out,
+        )
+        print(f"  {data['cpu_buffers']['amx_free_build']}", file=out)
     print("\nsettings (environment variables; command-line flags override them):", file=out)
+    name_width = max(len(row["env"]) for row in data["settings"])
     for row in data["settings"]:
-        print(f"  {row['env']:<18} {row['value']:<24} {row['description']}", file=out)
+        print(f"  {row['env']:<{name_width}} {row['value']:<24} {row['description']}", file=out)
     return 0

@@ -17,7 +17,6 @@ import importlib.util
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from candor.engine.cpu_build import cpu_flags, cpu_name
 from candor.jsonfile import read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ _CHILD = (sys.executable, "-m", "candor.engine.cpu_selftest_child")
 CHILD_TIMEOUT = 120.0  # seconds for the whole search: each trial takes ~20 ms, the interpreter ~0.3 s
 KEEP_VERDICTS = 8  # builds and boots remembered at once (several environments may share a home)
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,11 @@ class Verdict:
             return "this llama.cpp build has no extra CPU buffer types"
         if self.passed:
             return f"the CPU self-test passed with {', '.join(self.extra_buffer_types)}"
-        found = ", ".join(
-            f"{name} ({how})" if name != "all" else f"a fault with all of them together ({how})"
-            for name, how in self.faulty.items()
-        )
+        names = [n for n in self.faulty if n != "all"] or ["its extra buffer types together"]
+        how = "; ".join(f"{n}: {h}" if len(self.faulty) > 1 else h for n, h in self.faulty.items())
+        verb = "crashes" if len(names) == 1 else "crash"
         fallback = "" if self.fallback_ok is not False else "; loading without them failed too"
-        return f"the CPU self-test found {found} crashing this machine{fallback}"
+        return f"the CPU self-test found that {' and '.join(names)} {verb} this machine ({how}){fallback}"
 
     def to_json(self) -> dict[str, Any]:
         """The verdict as stored."""
@@ -105,13 +103,8 @@ def _read(path: Path) -> str:
 
 
 def _cpu_identity() -> str:
-    """The CPU's model and feature flags (the first processor's), as the kernel lists them."""
-    wanted = ("model name", "flags", "features", "cpu model", "isa")  # x86, ARM, s390/RISC-V
-    for block in _read(CPUINFO).split("\n\n"):
-        lines = [line for line in block.splitlines() if line.split(":")[0].strip().lower() in wanted]
-        if lines:
-            return "\n".join(lines)
-    return f"{platform.machine()} {platform.processor()}"
+    """The CPU's model and feature flags."""
+    return f"{cpu_name()}\n{' '.join(sorted(cpu_flags()))}"
 
 
 def _build_identity() -> str:
@@ -240,8 +233,23 @@ def choose_cpu_buffers(mode: str, home: Path, *, threads: int = 2) -> CpuBuffers
         return CpuBuffers(True, f"every extra CPU buffer type, untested: {verdict.summary()}", verdict)
     if verdict.passed:
         return CpuBuffers(True, f"every extra CPU buffer type: {verdict.summary()}", verdict)
-    return CpuBuffers(
-        False,
-        f"no extra CPU buffer types: {verdict.summary()} (CANDOR_CPU_BUFFERS=all forces them)",
-        verdict,
+    return CpuBuffers(False, f"no extra CPU buffer types: {verdict.summary()}", verdict)
+
+
+def crash_hint(signal_name: str, home: Path) -> str:
+    """What a llama.cpp process killed by `signal_name` tells about the CPU: a sentence pointing at the
+    self-test and CANDOR_CPU_BUFFERS when it died by SIGILL or where the self-test failed, else ""."""
+    verdict = remembered(home)
+    failed = verdict is not None and not verdict.passed and not verdict.error
+    if not failed and signal_name != "SIGILL":
+        return ""
+    cause = (
+        f"on this machine {verdict.summary()}"
+        if failed and verdict is not None
+        else "an illegal instruction: this llama.cpp build uses a CPU feature this machine does not run"
+    )
+    return (
+        f"{signal_name} is the CPU, not the model file: {cause}. Run `candor doctor` for the CPU self-test "
+        "and a llama.cpp build for this CPU; CANDOR_CPU_BUFFERS=none loads without llama.cpp's extra CPU "
+        "buffer types"
     )

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from candor.config import Settings
+from candor.engine.cpu_selftest import crash_hint
 from candor.errors import ModelLoadError
 
 REFUSED = 3  # the child's exit status when llama.cpp returned an error (not a crash)
@@ -42,9 +44,12 @@ class ProbeResult:
     reason: str = ""
     crashed: bool = False  # llama.cpp died (a signal such as SIGABRT or SIGSEGV) instead of refusing
     timed_out: bool = False  # the child was killed for taking too long
+    cpu: bool = False  # the crash points at the CPU (see cpu_selftest.crash_hint), not at the file
 
     def error(self, path: Path) -> ModelLoadError:
         """The typed error for a file that failed the probe."""
+        if self.cpu:
+            return ModelLoadError(f"llama.cpp cannot load {path} on this machine: {self.reason}")
         return ModelLoadError(
             f"llama.cpp cannot load {path}: {self.reason}; download the model again, or another "
             "quantization of it"
@@ -66,6 +71,9 @@ def _died(returncode: int, stderr: str) -> ProbeResult:
     detail = _last_lines(stderr)
     if returncode < 0:
         name = signal.Signals(-returncode).name
+        hint = crash_hint(name, Settings.from_env().home)
+        if hint:
+            return ProbeResult(False, f"llama.cpp crashed on it ({name}). {hint}", crashed=True, cpu=True)
         return ProbeResult(
             False,
             f"llama.cpp crashed on it ({name})" + (f": {detail}" if detail else ""),

@@ -14,9 +14,13 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+from candor.config import Settings
+from candor.engine.cpu_selftest import crash_hint
 from candor.errors import CandorError, ModelLoadError, RunnerCrashed
+from candor.preflight import preflight
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.protocol import (
     Cancel,
@@ -101,14 +105,34 @@ class RunnerProcess:
             first = self._conn.recv()
         except EOFError:
             self._join(5)
-            raise ModelLoadError(
-                f"llama.cpp crashed while loading {self.name} ({self._exit_text()}); the file may be damaged "
-                "or made for another llama.cpp: download it again or upgrade llama-cpp-python"
-            ) from None
+            raise ModelLoadError(self._load_crash_text()) from None
         if isinstance(first, Ready):
             return first
         self._join(5)
         raise unpack_error(first)
+
+    def _load_crash_text(self) -> str:
+        """Why the runner died while loading: the CPU, the file (when a re-check finds it damaged), or
+        llama.cpp itself."""
+        crashed = f"llama.cpp crashed while loading {self.name} ({self._exit_text()})"
+        hint = self._cpu_hint()
+        if hint:
+            return f"{crashed}. {hint}"
+        try:
+            preflight(Path(self.config.path))
+        except CandorError as exc:  # the file changed or was damaged since it was checked
+            return f"{crashed}: {exc}"
+        return (
+            f"{crashed}; the file passes candor's checks, so this llama.cpp cannot run it: upgrade "
+            "llama-cpp-python for a newer llama.cpp (`candor doctor` shows the build and the CPU self-test)"
+        )
+
+    def _cpu_hint(self) -> str:
+        code = self.process.poll()
+        if code is None or code >= 0:
+            return ""
+        home = Path(self.config.home) if self.config.home else Settings.from_env().home
+        return crash_hint(signal.Signals(-code).name, home)
 
     def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -225,9 +249,10 @@ class RunnerProcess:
         was_closing = self.closed
         self.closed = True
         self._join(5)
+        hint = self._cpu_hint()
         error = RunnerCrashed(
             f"the runner of {self.name} stopped ({self._exit_text()}) while serving this request; "
-            "the model reloads on the next request"
+            + (f"{hint}" if hint else "the model reloads on the next request")
         )
         with self._state_lock:
             handles, self._handles = self._handles, {}
