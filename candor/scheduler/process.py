@@ -103,7 +103,7 @@ class RunnerProcess:
             raise ModelLoadError(f"{self.name} did not load within {timeout:.0f} s")
         try:
             first = self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # OSError: it died with our config still unread (a reset)
             self._join(5)
             raise ModelLoadError(self._load_crash_text()) from None
         if isinstance(first, Ready):
