@@ -6,7 +6,9 @@ import glob
 import json
 import os
 import random
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import threading
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import llama_cpp
 
+from candor.engine.build_info import build_info
+from candor.errors import CandorError
 from candor.model import Model
 from candor.scheduler import Scheduler
 from candor.scheduler.process import runner_environment
@@ -29,12 +33,55 @@ def find_llama_tools(explicit: str | None = None) -> Path | None:
     if found := shutil.which("llama-bench"):
         candidates.append(Path(found))
     cache = os.environ.get("CANDOR_REF_DIR", str(Path.home() / ".cache" / "candor-ref"))
-    pattern = f"{cache}/llama-cpp-python-{llama_cpp.__version__}/build/bin/llama-bench"
-    candidates += [Path(p) for p in glob.glob(pattern)]
+    # the default build first, then those built with other CMAKE_ARGS (a suffix per set of flags)
+    for suffix in ("", "-*"):
+        pattern = f"{cache}/llama-cpp-python-{llama_cpp.__version__}{suffix}/build/bin/llama-bench"
+        candidates += [Path(p) for p in sorted(glob.glob(pattern))]
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path.parent
     return None
+
+
+def tools_build(tools: Path) -> str:
+    """Which llama.cpp build a folder of tools is, from the CMake cache beside it: compiled for the
+    building machine (GGML_NATIVE, AMX kernels included where its CPU has AMX) or for the flags named."""
+    cache = tools.parent / "CMakeCache.txt"
+    try:
+        text = cache.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"llama.cpp tools in {tools} (build flags unknown: no {cache.name} beside them)"
+    on = {m.group(1) for m in re.finditer(r"^GGML_(\w+):BOOL=(?:ON|1|TRUE)$", text, re.MULTILINE)}
+    if "NATIVE" in on:
+        return f"llama.cpp tools in {tools} (GGML_NATIVE: every feature of the CPU that built them, AMX too)"
+    flags = sorted(f for f in on if f.startswith(("AVX", "AMX", "FMA", "F16C", "BMI2")))
+    amx = "with AMX" if "AMX_INT8" in on else "without AMX"
+    return f"llama.cpp tools in {tools} (GGML_NATIVE=OFF, {' '.join(flags)}: {amx})"
+
+
+def candor_build() -> str:
+    """Which llama.cpp candor runs on, in the same terms as tools_build."""
+    info = build_info()
+    amx = "with AMX kernels" if "AMX_INT8" in info.cpu_features else "without AMX"
+    return f"candor on llama-cpp-python {info.llama_cpp_python} (llama.cpp {info.llama_cpp_commit}; {amx})"
+
+
+class ToolCrashed(CandorError):
+    """A llama.cpp tool died by a signal (its build's kernels on this CPU)."""
+
+
+def _run_tool(cmd: list[str], env: dict[str, str] | None) -> str:
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise ToolCrashed(
+            f"{Path(cmd[0]).name} died by {name}: this build's kernels do not run on this CPU (an AMX build "
+            "on a machine whose AMX crashes?); run it with its extra buffer types off, or build it without "
+            "AMX (docs/install.md)"
+        )
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, cmd, done.stdout, done.stderr)
+    return done.stdout
 
 
 def held_in_ram(cmd: list[str], in_ram: bool) -> tuple[list[str], dict[str, str] | None]:
@@ -46,9 +93,17 @@ def held_in_ram(cmd: list[str], in_ram: bool) -> tuple[list[str], dict[str, str]
 
 
 def llama_bench(
-    tools: Path, model: Path, threads: int, *, prompt: int, gen: int, in_ram: bool = False
+    tools: Path,
+    model: Path,
+    threads: int,
+    *,
+    prompt: int,
+    gen: int,
+    in_ram: bool = False,
+    extra_buffers: bool = True,
 ) -> float:
-    """One llama-bench measurement (it warms up first); tokens/s."""
+    """One llama-bench measurement (it warms up first); tokens/s. Without `extra_buffers` it holds no
+    weight in an extra CPU buffer type (`--repack 0`), as candor loads where the CPU self-test failed."""
     cmd = [
         str(tools / "llama-bench"),
         "-m",
@@ -63,14 +118,22 @@ def llama_bench(
         "1",
         "-o",
         "json",
+        *([] if extra_buffers else ["--repack", "0"]),
     ]
     cmd, env = held_in_ram(cmd, in_ram)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return float(json.loads(out)[0]["avg_ts"])
+    return float(json.loads(_run_tool(cmd, env))[0]["avg_ts"])
 
 
 def llama_batched_bench(
-    tools: Path, model: Path, threads: int, *, streams: int, prompt: int, gen: int, in_ram: bool = False
+    tools: Path,
+    model: Path,
+    threads: int,
+    *,
+    streams: int,
+    prompt: int,
+    gen: int,
+    in_ram: bool = False,
+    extra_buffers: bool = True,
 ) -> float:
     """llama-batched-bench's generation tokens/s for `streams` sequences (it samples nothing)."""
     cmd = [
@@ -90,9 +153,10 @@ def llama_batched_bench(
         "-kvu",
         "--output-format",
         "jsonl",
+        *([] if extra_buffers else ["--no-repack"]),
     ]
     cmd, env = held_in_ram(cmd, in_ram)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    out = _run_tool(cmd, env)
     line = [x for x in out.splitlines() if x.startswith("{")][-1]
     return float(json.loads(line)["speed_tg"])
 

@@ -9,12 +9,14 @@ from typing import Any
 
 import candor
 from candor.benchmark import (
+    candor_build,
     concurrent_decode_rate,
     decode_rate,
     find_llama_tools,
     llama_batched_bench,
     llama_bench,
     prefill_rate,
+    tools_build,
 )
 from candor.config import Settings
 from candor.scheduler import Scheduler, SchedulerConfig
@@ -55,13 +57,20 @@ def handle(args: argparse.Namespace) -> int:
     with candor.load(args.model, threads=threads) as model:
         path = model.path
         vocab = model.card.vocab_size or 32000
+        # llama.cpp's tools hold the weights as candor does here: with or without extra buffer types
+        extra = model.cpu_buffers.extra
+        buffers = model.cpu_buffers.why
         decode_rate(model, 16, 0)  # warm-up
         for run in range(args.runs):
             rows["pp"].append(prefill_rate(model, 512, rng))
             rows["tg"].append(decode_rate(model, 128, run))
             if tools is not None:
-                rows["llama_pp"].append(llama_bench(tools, path, threads, prompt=512, gen=0))
-                rows["llama_tg"].append(llama_bench(tools, path, threads, prompt=0, gen=128))
+                rows["llama_pp"].append(
+                    llama_bench(tools, path, threads, prompt=512, gen=0, extra_buffers=extra)
+                )
+                rows["llama_tg"].append(
+                    llama_bench(tools, path, threads, prompt=0, gen=128, extra_buffers=extra)
+                )
     sched = Scheduler(base, SchedulerConfig(parallel=STREAMS, keep_alive=-1))
     try:
         for _ in range(args.runs):
@@ -71,11 +80,17 @@ def handle(args: argparse.Namespace) -> int:
             rows["agg"].append(agg)
             if tools is not None:
                 rows["llama_agg"].append(
-                    llama_batched_bench(tools, path, threads, streams=STREAMS, prompt=32, gen=128)
+                    llama_batched_bench(
+                        tools, path, threads, streams=STREAMS, prompt=32, gen=128, extra_buffers=extra
+                    )
                 )
     finally:
         sched.close()
     print(f"{path.name}, {threads} threads, median of {args.runs} runs")
+    print(f"  {candor_build()}; CPU buffers: {buffers}")
+    if tools is not None:
+        repack = "" if extra else ", run with --repack 0 / --no-repack to hold weights as candor does"
+        print(f"  {tools_build(tools)}{repack}")
     figures = [
         ("prefill pp512", "pp", "llama_pp", "llama-bench"),
         ("decode tg128", "tg", "llama_tg", "llama-bench"),

@@ -9,6 +9,7 @@ from typing import Any
 
 from candor.config import Settings
 from candor.engine.build_info import build_info
+from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.errors import InvalidParameter
 from candor.plan import KV_TYPES, MIB, MemoryPlan, memory_plan
 from candor.preflight import checked_card
@@ -70,6 +71,7 @@ def handle(args: argparse.Namespace) -> int:
         gpu_layers=_gpu_layers(args.gpu_layers, settings.gpu_layers, info.gpu_offload),
         gpu=info.gpu_offload,
         cpu_features=info.cpu_features,
+        extra_buffers=choose_cpu_buffers(settings.cpu_buffers, settings.home).extra,
     )
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
