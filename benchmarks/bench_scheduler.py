@@ -25,13 +25,16 @@ import time
 import llama_cpp
 
 from candor.benchmark import (
+    candor_build,
     concurrent_decode_rate,
     find_llama_tools,
     llama_batched_bench,
     llama_bench,
     spread,
+    tools_build,
 )
 from candor.config import Settings
+from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.scheduler import Scheduler, SchedulerConfig
 from candor.types import SamplingParams
 
@@ -149,6 +152,9 @@ def main() -> None:
         f"model {path.name}, {args.threads} threads, {args.runs} alternating runs, through the scheduler "
         f"(runner process, {STREAMS} slots)"
     )
+    buffers = choose_cpu_buffers(settings.cpu_buffers, settings.home).why
+    print(f"{candor_build()}; CPU buffers: {buffers}")
+    print(tools_build(tools))
     print(
         f"1 stream   decode: llama-bench tg128 {spread(rows['llama_tg'])} (weights in memory "
         f"{spread(rows['llama_tg_ram'])})  candor {spread(rows['candor_tg'])}"

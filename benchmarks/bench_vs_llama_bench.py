@@ -23,7 +23,15 @@ import time
 import llama_cpp
 
 import candor
-from candor.benchmark import decode_rate, find_llama_tools, llama_bench, prefill_rate, spread
+from candor.benchmark import (
+    candor_build,
+    decode_rate,
+    find_llama_tools,
+    llama_bench,
+    prefill_rate,
+    spread,
+    tools_build,
+)
 
 
 def main() -> None:
@@ -43,7 +51,7 @@ def main() -> None:
             f"{llama_cpp.__version__} (see README, 'Performance') and pass --llama-tools DIR."
         )
     model = candor.load(args.model, threads=args.threads)
-    path = model.path
+    path, buffers = model.path, model.cpu_buffers.why
     rng = random.Random(0)
     rows: dict[str, list[float]] = {k: [] for k in ("llama_tg", "candor_tg", "llama_pp", "candor_pp")}
     decode_rate(model, 16, 0)  # warm-up, as llama-bench does its own
@@ -69,6 +77,8 @@ def main() -> None:
         f"model {path.name}, {args.threads} threads, {args.runs} alternating runs, "
         f"llama-cpp-python {llama_cpp.__version__}, {time.strftime('%Y-%m-%d')}"
     )
+    print(f"{candor_build()}; CPU buffers: {buffers}")
+    print(tools_build(tools))
     print(
         f"decode  tg128  llama-bench {spread(rows['llama_tg'])} t/s   candor {spread(rows['candor_tg'])} t/s"
     )
