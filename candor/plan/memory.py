@@ -12,7 +12,7 @@ from candor.plan.compute import compute_peak, graph_shape
 from candor.plan.kv import KV_TYPES, NO_KV_ARCHS, context_sizes, kv_caches
 from candor.plan.parts import MemoryPlan, Part
 from candor.plan.shapes import read_shapes
-from candor.plan.weights import repack_types, weight_parts
+from candor.plan.weights import repack_types, uses_amx, weight_parts
 
 DECIDED_BY = (
     "candor's plan (llama.cpp's own fitter, common_fit_params behind llama-server's --fit and "
@@ -83,10 +83,10 @@ def memory_plan(
     )
     n_gpu = sh.n_layer + 1 if gpu_layers < 0 else min(gpu_layers, sh.n_layer + 1)
     i_gpu_start = sh.n_layer + 1 - n_gpu  # llama.cpp: max(n_layer + 1 - n_gpu_layers, 0); output = n_layer
-    repack = (
-        repack_types(_llama_cpu_features() if cpu_features is None else cpu_features) if extra_buffers else {}
+    features = (
+        (_llama_cpu_features() if cpu_features is None else tuple(cpu_features)) if extra_buffers else ()
     )
-    parts = weight_parts(header, sh.n_layer, i_gpu_start, gpu, repack)
+    parts = weight_parts(header, sh.n_layer, i_gpu_start, gpu, repack_types(features), uses_amx(features))
     notes: list[str] = []
     caches = kv_caches(sh, sizes, kv_type=kv_type, parallel=parallel, swa_full=swa_full)
     for cache in caches:

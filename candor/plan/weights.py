@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from candor.gguf_file import GGUFHeader
+from candor.gguf_file import GGML_TYPES, GGUFHeader, TensorInfo
 from candor.plan.parts import Part
+
+GGML_TYPES_BY_NAME = {t.name: t for t in GGML_TYPES.values()}
 
 # tensors read with GET_ROWS, never multiplied: they never go to the CPU repack buffer
 INPUT_TENSORS = ("token_embd.", "token_types.", "position_embd.", "per_layer_token_embd.")
@@ -42,11 +44,39 @@ def repack_types(cpu_features: Iterable[str]) -> dict[str, int]:
     return found
 
 
+# ggml-cpu's AMX buffer type (amx/amx.cpp, amx/mmq.cpp): type -> (row-length multiple, bytes it adds per
+# block to pack it: Q8_0's s8s8 compensation, K-quants' unpacked scales); F16 is taken as it is.
+AMX_TYPES: dict[str, tuple[int, int]] = {
+    "Q4_0": (32, 0), "Q4_1": (32, 0), "Q8_0": (32, 4), "Q4_K": (256, 4), "Q5_K": (256, 4), "Q6_K": (256, 0),
+    "IQ4_XS": (256, 2), "F16": (16, 0),
+}  # fmt: skip
+AMX_TILE_ROWS = 32  # output rows must be a multiple of 2 x TILE_N
+
+
+def amx_bytes(t: TensorInfo) -> int | None:
+    """Bytes the AMX buffer type allocates for a matrix it takes, or None when it does not take it."""
+    taken = AMX_TYPES.get(t.type_name)
+    if taken is None or len(t.dims) != 2 or t.dims[1] % AMX_TILE_ROWS or t.dims[0] % taken[0]:
+        return None
+    blocks = t.n_bytes // GGML_TYPES_BY_NAME[t.type_name].type_size
+    return t.n_bytes + blocks * taken[1]
+
+
+def uses_amx(cpu_features: Iterable[str]) -> bool:
+    """Whether this llama.cpp build has the AMX buffer type (placed ahead of CPU_REPACK)."""
+    return "AMX_INT8" in set(cpu_features)
+
+
 def weight_parts(
-    header: GGUFHeader, n_layer: int, i_gpu_start: int, gpu: bool, repack: Mapping[str, int]
+    header: GGUFHeader,
+    n_layer: int,
+    i_gpu_start: int,
+    gpu: bool,
+    repack: Mapping[str, int],
+    amx: bool = False,
 ) -> list[Part]:
-    """Weights on the CPU (memory-mapped), their CPU repack copies, and those offloaded to a GPU."""
-    first, last, repacked, on_gpu = header.file_size, 0, 0, 0
+    """Weights on the CPU (memory-mapped), their AMX and CPU repack copies, and those offloaded to a GPU."""
+    first, last, repacked, on_gpu, packed = header.file_size, 0, 0, 0, 0
     tied = all(t.name != "output.weight" for t in header.tensors)
     output_on_cpu = n_layer < i_gpu_start
     for t in header.tensors:
@@ -56,7 +86,13 @@ def weight_parts(
         rows = repack.get(t.type_name)
         matmul = len(t.dims) == 2 or (len(t.dims) == 3 and "_exps." in t.name)
         duplicate = tied and output_on_cpu and t.name == "token_embd.weight"  # the output reuses it
-        if rows and matmul and (duplicate or not t.name.startswith(INPUT_TENSORS)) and t.dims[1] % rows == 0:
+        multiplied = duplicate or not t.name.startswith(INPUT_TENSORS)
+        in_amx = amx_bytes(t) if amx and multiplied else None
+        if in_amx is not None:
+            packed += in_amx  # AMX is ahead of CPU_REPACK in llama.cpp's list of CPU buffer types
+            if not duplicate:
+                continue
+        elif rows and matmul and multiplied and t.dims[1] % rows == 0:
             repacked += t.n_bytes  # repacking keeps the block size: same bytes, in a buffer of their own
             if not duplicate:
                 continue
@@ -69,6 +105,13 @@ def weight_parts(
         "the span of the file holding the CPU tensors, memory-mapped (CPU_Mapped)",
     )  # fmt: skip
     parts = [mapped]
+    if packed:
+        parts.append(
+            Part(
+                "weights (AMX copy)", "weights", "CPU", packed, True,
+                "quantized matrices packed for the CPU's AMX tiles (AMX buffer type)",
+            )
+        )  # fmt: skip
     if repacked:
         parts.append(
             Part(

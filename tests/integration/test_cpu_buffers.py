@@ -16,6 +16,7 @@ from candor.engine import NativeModel
 from candor.engine.build_info import extra_buffer_types
 from candor.engine.cpu_selftest import CpuBuffers
 from candor.engine.native import ensure_backend
+from candor.engine.selftest_model import write_selftest_model
 from candor.identity import read_card
 from candor.plan import MIB, memory_plan
 
@@ -40,16 +41,36 @@ def model_buffers(path: Path, choice: CpuBuffers) -> dict[str, float]:
     return buffers
 
 
+def planned_buffers(path: Path, extra: bool) -> dict[str, float]:
+    """The memory plan's weights, by the name of the llama.cpp buffer that holds them, in MiB."""
+    plan = memory_plan(read_card(path), ctx=512, extra_buffers=extra)
+    return {BUFFER_OF[part.name]: part.bytes / MIB for part in plan.parts if part.kind == "weights"}
+
+
+BUFFER_OF = {"weights": "CPU_Mapped", "weights (AMX copy)": "AMX", "weights (CPU repack copy)": "CPU_REPACK"}
+
+
 def test_the_fallback_puts_no_weight_in_an_extra_buffer_type_and_the_plan_matches(
     default_model_path: Path,
 ) -> None:
     buffers = model_buffers(default_model_path, CpuBuffers(False, "forced for the test"))
     assert buffers and not set(buffers) & {name for name, _ in extra_buffer_types()}
     assert set(buffers) == {"CPU_Mapped"}  # every weight stays in the file's mapping
-    plan = memory_plan(read_card(default_model_path), ctx=512, extra_buffers=False)
-    weights = {part.name: part.bytes / MIB for part in plan.parts if part.kind == "weights"}
-    assert set(weights) == {"weights"}  # no repack copy planned
-    assert abs(weights["weights"] - buffers["CPU_Mapped"]) <= LOG_ROUNDING
+    planned = planned_buffers(default_model_path, extra=False)
+    assert set(planned) == {"CPU_Mapped"}  # no repacked or packed copy planned
+    assert abs(planned["CPU_Mapped"] - buffers["CPU_Mapped"]) <= LOG_ROUNDING
+
+
+def test_with_every_extra_buffer_type_each_holds_what_the_plan_says(
+    default_model_path: Path, tmp_path: Path
+) -> None:
+    # Loading is safe even where these buffer types crash: the kernels only run on a decode.
+    for path in (default_model_path, write_selftest_model(tmp_path / "selftest.gguf")):
+        buffers = model_buffers(path, CpuBuffers(True, "every extra buffer type, for the test"))
+        planned = planned_buffers(path, extra=True)
+        assert set(planned) == set(buffers), (path.name, planned, buffers)
+        for name, mib in buffers.items():
+            assert abs(planned[name] - mib) <= LOG_ROUNDING, (path.name, name, planned[name], mib)
 
 
 def greedy(path: Path, cpu_buffers: str) -> candor.Completion:
