@@ -92,6 +92,7 @@ class Verdict:
             tested_at=float(data.get("tested_at", 0.0)),
             seconds=float(data.get("seconds", 0.0)),
             trials=tuple(data.get("trials", ())),
+            error=str(data.get("error", "")),
         )
 
 

@@ -183,6 +183,8 @@ def search(path: Path, threads: int) -> dict[str, Any]:
         return first if first.ok or not first.signal else trial(name, extra=extra, only=only)
 
     together = twice("all", extra=True)
+    if not together.ok and not together.signal:  # refused or hung up, not killed: nothing was learnt
+        return {"extra_buffer_types": [n for n, _ in extras], "faulty": {}, "error": together.detail}
     faulty: dict[str, str] = {}
     untested: list[str] = []
     for name, buft in extras:
