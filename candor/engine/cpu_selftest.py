@@ -203,6 +203,12 @@ def cpu_verdict(home: Path, *, threads: int = 2) -> Verdict:
         if verdict.error:
             logger.warning("%s", verdict.summary())
             return verdict
+        if not verdict.passed:  # once per boot: from now on models load without them, silently
+            logger.warning(
+                "%s; models load without llama.cpp's extra CPU buffer types (CANDOR_CPU_BUFFERS; "
+                "`candor doctor` says more)",
+                verdict.summary(),
+            )
         entries = [
             e for e in read_json(path).get("verdicts", []) if isinstance(e, dict) and e.get("key") != key
         ]
