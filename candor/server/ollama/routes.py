@@ -332,7 +332,8 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
     path, entry = store.resolve(body.target(), allow_paths=False)
     card = checked_card(path)
     fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
-    licence = "\n\n".join(readable(p) for p in license_texts(store, entry)) or (card.license or "")
+    files = license_texts(store, entry)
+    licence = "\n\n".join(readable(p) for p in files) or (card.license or "")
     parameters = "\n".join(f"{k} {v}" for k, v in (entry.parameters if entry else {}).items())
     response = JSONResponse(
         {
@@ -351,6 +352,13 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
                 "chat_format": fmt.describe(),
                 "chat_format_fallback": fmt.is_fallback,
                 "name_claims": [c.message for c in check_name(entry.name, card)] if entry else [],
+                # what `candor licenses MODEL` shows besides the text (Ollama's `license` above)
+                "license": {
+                    "metadata": card.license,
+                    "name": card.license_name,
+                    "link": card.license_link,
+                    "files": [str(p) for p in files],
+                },
             },
         }
     )
