@@ -301,6 +301,30 @@ def test_candor_ps_and_stop_use_the_running_server(server: str) -> None:
     assert nobody.returncode == 1 and "no candor server is running" in nobody.stderr
 
 
+def test_candor_ps_and_stop_take_the_server_from_host(server: str) -> None:
+    # The environment points at nobody: --host alone must find the server.
+    env = {**os.environ, "CANDOR_HOST": f"127.0.0.1:{free_port()}"}
+    host = server.removeprefix("http://")
+
+    def candor(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "candor", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    body = {"model": MODEL, "prompt": "Hi", "options": {"num_predict": 1}}
+    httpx.post(server + "/api/generate", json=body, timeout=120)
+    listed = candor("ps", "--host", host)
+    assert listed.returncode == 0 and MODEL in listed.stdout, listed.stderr
+    stopped = candor("stop", MODEL, "--host", server)  # with its scheme, as OLLAMA_HOST may be written
+    assert stopped.returncode == 0 and f"stopped {MODEL}" in stopped.stdout, stopped.stderr
+    assert MODEL not in [m["name"] for m in httpx.get(server + "/api/ps").json()["models"]]
+    nobody = candor("ps")
+    assert nobody.returncode == 1
+    assert f"no candor server is running at http://{env['CANDOR_HOST']}" in nobody.stderr
+    bad = candor("stop", MODEL, "--host", "localhost:port")
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "HOST[:PORT]" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {
