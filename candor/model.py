@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -255,14 +256,8 @@ class Model:
             load_seconds, self._load_seconds_unreported = self._load_seconds_unreported, 0.0
             for chunk in self._runner.generate(tokens, params, extra_stop=extra_stop):
                 if chunk.timings is not None and load_seconds:
-                    t = chunk.timings
-                    chunk = Chunk(
-                        chunk.text,
-                        chunk.tokens,
-                        chunk.finish_reason,
-                        chunk.usage,
-                        Timings(t.prompt_seconds, t.decode_seconds, load_seconds),
-                    )
+                    # replace() keeps every other field: the final chunk's logprobs too
+                    chunk = replace(chunk, timings=replace(chunk.timings, load_seconds=load_seconds))
                 yield chunk
 
 

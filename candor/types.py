@@ -221,6 +221,16 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Embeddings:
+    """Vectors for some texts, with what reading them took (Ollama's /api/embed counters)."""
+
+    vectors: list[list[float]]  # one L2-normalised vector per text, in order
+    prompt_tokens: int  # tokens read, over every text
+    load_seconds: float = 0.0  # waiting for the model to load
+    total_seconds: float = 0.0  # the whole call, the wait for the model included
+
+
+@dataclass(frozen=True)
 class Completion:
     """The whole result of a non-streaming generation."""
 

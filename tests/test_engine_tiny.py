@@ -160,3 +160,15 @@ def test_text_with_a_lone_surrogate_is_a_clear_error(tiny_model_path: Path) -> N
             model.tokenize("hi \ud800", add_special=True, parse_special=False)
     finally:
         model.close()
+
+
+def test_the_first_generation_reports_the_load_and_keeps_its_logprobs(tiny_model_path: Path) -> None:
+    with candor.load(tiny_model_path, ctx=128, threads=1) as model:
+        first = list(model.generate("hello the", temperature=0, max_tokens=4, ignore_eos=True, logprobs=1))
+        second = list(model.generate("hello the", temperature=0, max_tokens=4, ignore_eos=True, logprobs=1))
+    for chunks in (first, second):
+        assert [len(c.logprobs) for c in chunks] == [len(c.tokens) for c in chunks]
+        assert sum(len(c.logprobs) for c in chunks) == 4
+    assert first[-1].timings is not None and second[-1].timings is not None
+    assert first[-1].timings.load_seconds == pytest.approx(model.load_seconds) and model.load_seconds > 0
+    assert second[-1].timings.load_seconds == 0  # loaded once, reported once

@@ -301,14 +301,49 @@ def test_candor_plan_prints_each_part_and_the_total(
 ) -> None:
     parser = argparse.ArgumentParser()
     plan_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["plan", str(tiny.path), "--ctx", "1024", "--parallel", "2"])
+    args = parser.parse_args(["plan", str(tiny.path), "--ctx", "256", "--parallel", "2"])
     assert args.handler(args) == 0
     text = capsys.readouterr().out
     assert "KV cache" in text and "compute buffer" in text and "output buffer" in text
     # As the scheduler loads models: each slot may hold --ctx tokens, one logits row per slot.
-    expected = memory_plan(tiny, ctx=2048, parallel=2, n_outputs_max=2, kv_unified=False)
+    expected = memory_plan(tiny, ctx=512, parallel=2, n_outputs_max=2, kv_unified=False)
     assert f"{expected.total / MIB:.2f} MiB" in text
-    args = parser.parse_args(["plan", str(tiny.path), "--ctx", "1024", "--kv-type", "f16", "--json"])
+    args = parser.parse_args(["plan", str(tiny.path), "--ctx", "256", "--kv-type", "f16", "--json"])
     assert args.handler(args) == 0
-    planned = memory_plan(tiny, ctx=1024, n_outputs_max=1).total
+    planned = memory_plan(tiny, ctx=256, n_outputs_max=1).total
     assert json.loads(capsys.readouterr().out)["total_bytes"] == planned
+
+
+def plan_line(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    parser = argparse.ArgumentParser()
+    plan_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plan", *argv])
+    assert args.handler(args) == 0
+    return capsys.readouterr().out.splitlines()[1].strip()
+
+
+def test_candor_plan_says_the_context_asked_per_slot_and_what_it_becomes(
+    tiny: ModelCard, default_model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gemma = str(default_model_path)
+    assert plan_line(capsys, gemma, "--ctx", "8192", "--parallel", "4").startswith(
+        "context 8192 tokens per slot (asked 8192), 4 slots x 8192 = 32768 KV cells, KV f16"
+    )
+    assert plan_line(capsys, gemma, "--ctx", "8192").startswith("context 8192 tokens (asked 8192), 1 slot,")
+    # llama.cpp pads each slot's cells to a multiple of 256
+    assert plan_line(capsys, gemma, "--ctx", "1000", "--parallel", "3").startswith(
+        "context 1024 tokens per slot (asked 1000, padded to a multiple of 256), "
+        "3 slots x 1024 = 3072 KV cells"
+    )
+    # As candor loads it, a request never gets more than the model was trained for (256 tokens here).
+    assert plan_line(capsys, str(tiny.path), "--ctx", "4096", "--parallel", "2").startswith(
+        "context 256 tokens per slot (asked 4096, the most the model was trained for is 256), "
+        "2 slots x 256 = 512 KV cells"
+    )
+    capped = memory_plan(tiny, ctx=512, parallel=2, n_outputs_max=2, kv_unified=False)
+    parser = argparse.ArgumentParser()
+    plan_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plan", str(tiny.path), "--ctx", "4096", "--parallel", "2", "--json"])
+    assert args.handler(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_bytes"] == capped.total and data["ctx_asked_per_slot"] == 4096

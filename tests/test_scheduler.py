@@ -249,9 +249,32 @@ def test_a_killed_runner_fails_its_requests_and_the_model_reloads(
 
 def test_embeddings_and_tokens_through_the_runner(scheduler: Scheduler, tiny_model_path: Path) -> None:
     model = str(tiny_model_path)
-    vectors = scheduler.embed(model, ["hello the", "a"])
+    cold = scheduler.embed(model, ["hello the", "a"])
+    vectors = cold.vectors
     assert len(vectors) == 2 and all(abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
     assert scheduler.tokenize(model, "hello")[0] == 1
+    # Ollama's /api/embed counters: every input's tokens (BOS included), the wait for the model, the whole
+    read = len(scheduler.tokenize(model, "hello the")) + len(scheduler.tokenize(model, "a"))
+    assert cold.prompt_tokens == read == 5  # <s> hello ▁the, <s> a
+    assert cold.total_seconds > cold.load_seconds > 0.1  # this call started the runner (a new process)
+    warm = scheduler.embed(model, ["hello the", "a"])
+    assert warm.vectors == vectors and warm.prompt_tokens == read
+    assert warm.load_seconds < 0.05 and warm.total_seconds >= warm.load_seconds
+    assert scheduler.embed(model, []).prompt_tokens == 0
+
+
+def test_the_request_that_loads_a_model_reports_the_load(scheduler: Scheduler, tiny_model_path: Path) -> None:
+    model = str(tiny_model_path)
+    params = GREEDY.with_overrides(logprobs=1)
+    cold = list(scheduler.generate(model, "hello the", params=params))[-1].timings
+    warm = list(scheduler.generate(model, "hello the", params=params))[-1]
+    assert cold is not None and warm.timings is not None
+    assert cold.load_seconds > 0.1 and warm.timings.load_seconds < 0.05  # Ollama's load_duration
+    assert len(warm.logprobs) == len(warm.tokens)  # the final chunk keeps its other fields
+    # A caller that loaded the model itself first (the server does, to plan the reply) adds that wait.
+    handed = scheduler.chat(model, [{"role": "user", "content": "hi"}], params=GREEDY, load_seconds=2.5)
+    timings = list(handed)[-1].timings
+    assert timings is not None and 2.5 <= timings.load_seconds < 2.51
 
 
 def test_two_names_for_one_file_share_one_runner(scheduler: Scheduler, tiny_model_path: Path) -> None:

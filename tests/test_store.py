@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,60 @@ def test_licenses_engine_notices_and_model_terms() -> None:
     ((path, text),) = terms.texts
     assert path.name == "GEMMA_TERMS.html"
     assert "Gemma Terms of Use" in text and "<div" not in text
+
+
+def test_the_gemma_terms_lose_the_web_pages_furniture_and_keep_every_clause() -> None:
+    from candor.defaults import default_model_terms
+
+    terms = candor.licenses("gemma-3-270m:Q4_K_M")
+    assert not isinstance(terms, str)
+    ((_, text),) = terms.texts
+    lines = text.splitlines()
+    assert lines[:2] == ["Gemma Terms of Use", "Last modified: March 24, 2025"]
+    for clutter in ("Send feedback", "Learn more", "released, a model tuned", "Home", "Docs"):
+        assert clutter not in lines and not any(line.startswith(clutter) for line in lines), clutter
+    page = default_model_terms().read_text(encoding="utf-8")
+    # Every heading of the terms (the page lists them in data-text attributes), in order, and the last words.
+    headings = re.findall(r'<h[23] id="[^"]*" data-text="([^"]*)"', page)
+    assert len(headings) > 20 and "4.9 No Waiver" in headings
+    found = [lines.index(h.replace("&quot;", '"')) for h in headings]
+    assert found == sorted(found)
+    assert lines[-1] == "Note: Previous versions of these Terms are archived here."
+
+
+def test_licence_pages_keep_their_text_and_drop_site_furniture(tmp_path: Path) -> None:
+    from candor.store.licenses import readable
+
+    page = tmp_path / "terms.html"
+    page.write_text(
+        "<!doctype html><html><head><title>Terms</title><style>p{}</style></head><body>"
+        '<header><a href="/">Site home</a></header><nav>Products | Docs</nav>'
+        '<div role="banner">New model out now!</div>'
+        "<article><header><h1>Example License</h1></header>"
+        '<ul class="devsite-breadcrumb-list"><li>Home</li><li>Legal</li></ul>'
+        '<div class="announcement nocontent">Try our app</div><button>Send feedback</button>'
+        "<p>1. You may use this<br/>software freely.<p>2. Keep this notice &amp; the <b>copyright</b>."
+        '<span hidden>tracking</span><span aria-hidden="true">icon</span><img src="x.png">'
+        "<ol><li>first<li>second</ol>"
+        "<footer><p>Last updated 2025</p></footer>"
+        "<aside><p>Note: older versions are archived.</p></aside>"
+        "<template><p>Rate this page</p></template></article>"
+        '<footer role="contentinfo">Site footer</footer><script>track()</script></body></html>',
+        encoding="utf-8",
+    )
+    assert readable(page).splitlines() == [
+        "Example License",
+        "1. You may use this",
+        "software freely.",
+        "2. Keep this notice & the copyright.",
+        "first",
+        "second",
+        "Last updated 2025",
+        "Note: older versions are archived.",
+    ]
+    plain = tmp_path / "LICENSE"
+    plain.write_text("MIT License\n\n<b>kept as written</b>\n", encoding="utf-8")
+    assert readable(plain) == "MIT License\n\n<b>kept as written</b>\n"
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

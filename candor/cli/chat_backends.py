@@ -6,8 +6,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
+from candor.cli.licenses import describe, describe_license
 from candor.client import call, stream
 from candor.model import Model
+from candor.store.licenses import license_texts, model_license
 from candor.types import Chunk, ChunkStream, FinishReason, Message, SamplingParams, Timings, Usage
 
 
@@ -64,7 +66,9 @@ class LocalChat:
         if what == "template":
             return self.model.chat_format.template
         if what == "license":
-            return card.license or "The model's metadata names no licence."
+            model = self.model
+            name = model.entry.name if model.entry else str(model.path)
+            return describe(model_license(name, card, license_texts(None, model.entry)))
         return None
 
 
@@ -123,7 +127,18 @@ class ServerChat:
         if what == "template":
             return str(self._shown.get("template") or "")
         if what == "license":
-            return str(self._shown.get("license") or "The model's metadata names no licence.")
+            about = self._candor.get("license") or {}
+            files = about.get("files") or []
+            text = str(self._shown.get("license") or "")
+            # Ollama's `license` is every file's text in one (or, with none, the metadata's licence name)
+            source = ", ".join(files) or f"on the candor server at {self.base}"
+            return describe_license(
+                self.model,
+                license=about.get("metadata"),
+                name=about.get("name"),
+                link=about.get("link"),
+                texts=[(source, text)] if text and (files or not about) else [],
+            )
         return None
 
 

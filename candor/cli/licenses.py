@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from candor.manage import licenses
+from candor.store.licenses import ModelLicense
 
 
 def register(sub: Any) -> None:
@@ -24,18 +26,37 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Print the notices or the model's licence."""
     result = licenses(args.model)
-    if isinstance(result, str):
-        print(result)
-        return 0
-    print(f"{result.model}")
-    print(f"  license (from the file's metadata): {result.license or 'not stated'}")
-    if result.license_name:
-        print(f"  license name: {result.license_name}")
-    if result.license_link:
-        print(f"  license link: {result.license_link}")
-    if not result.texts:
-        print("  no licence text came with this model; check where you got it from")
-    for path, text in result.texts:
-        print(f"\n===== {path} =====\n")
-        print(text)
+    print(result if isinstance(result, str) else describe(result))
     return 0
+
+
+def describe(result: ModelLicense) -> str:
+    """A model's licence as `candor licenses MODEL` prints it (and the chat's /show license)."""
+    return describe_license(
+        result.model,
+        license=result.license,
+        name=result.license_name,
+        link=result.license_link,
+        texts=[(str(path), text) for path, text in result.texts],
+    )
+
+
+def describe_license(
+    model: str,
+    *,
+    license: str | None,
+    name: str | None,
+    link: str | None,
+    texts: Sequence[tuple[str, str]],
+) -> str:
+    """The metadata's licence fields, then each licence text that came with the model, under its source."""
+    lines = [model, f"  license (from the file's metadata): {license or 'not stated'}"]
+    if name:
+        lines.append(f"  license name: {name}")
+    if link:
+        lines.append(f"  license link: {link}")
+    if not texts:
+        lines.append("  no licence text came with this model; check where you got it from")
+    for source, text in texts:
+        lines += ["", f"===== {source} =====", "", text]
+    return "\n".join(lines)

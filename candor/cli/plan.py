@@ -60,9 +60,14 @@ def handle(args: argparse.Namespace) -> int:
     info = build_info()
     if args.parallel < 1:
         raise InvalidParameter("--parallel must be at least 1")
+    asked = settings.ctx if args.ctx is None else args.ctx
+    if asked < 1:
+        raise InvalidParameter(f"--ctx must be at least 1; got {asked}")
+    # As candor loads it: capped at the context the model was trained for, then ctx cells per slot.
+    per_slot = min(asked, card.context_length) if card.context_length else asked
     plan = memory_plan(
         card,
-        ctx=(args.ctx or settings.ctx) * args.parallel,  # as the scheduler loads it: ctx cells per slot
+        ctx=per_slot * args.parallel,
         parallel=args.parallel,
         n_outputs_max=args.parallel,  # candor asks for one logits row per sequence
         kv_unified=args.parallel == 1,
@@ -74,9 +79,10 @@ def handle(args: argparse.Namespace) -> int:
         extra_buffers=choose_cpu_buffers(settings.cpu_buffers, settings.home).extra,
     )
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        # `ctx` there is what llama.cpp was asked for in all; this is what the user asked for each slot
+        print(json.dumps({**plan.to_dict(), "ctx_asked_per_slot": asked}, indent=2))
     else:
-        print_plan(plan, card.display_name)
+        print_plan(plan, card.display_name, asked)
     return 0
 
 
@@ -87,15 +93,27 @@ def _gpu_layers(asked: int | None, configured: int, gpu: bool) -> int:
     return configured if gpu else 0
 
 
-def print_plan(plan: MemoryPlan, name: str) -> None:
+def context_line(plan: MemoryPlan, per_slot: int) -> str:
+    """The context as asked (tokens per slot) and as it is sized: capped at the model's trained context,
+    padded by llama.cpp, one stream of cells per slot."""
+    asked, used = f"asked {per_slot}", plan.ctx // plan.parallel
+    if used < per_slot:
+        asked += f", the most the model was trained for is {used}"
+    if plan.n_ctx_seq > used:
+        asked += ", padded to a multiple of 256"
+    if plan.parallel == 1:
+        return f"context {plan.n_ctx} tokens ({asked}), 1 slot"
+    return (
+        f"context {plan.n_ctx_seq} tokens per slot ({asked}), "
+        f"{plan.parallel} slots x {plan.n_ctx_seq} = {plan.n_ctx} KV cells"
+    )
+
+
+def print_plan(plan: MemoryPlan, name: str, asked: int) -> None:
     """Human-readable table: one line per part, then the total per device and overall."""
     out = sys.stdout
-    slots = f"{plan.parallel} slot{'s' if plan.parallel > 1 else ''}"
     print(f"  {name} ({plan.architecture}), {plan.n_layer} layers", file=out)
-    print(
-        f"  context {plan.n_ctx} tokens (asked {plan.ctx}), {slots}, KV {plan.kv_type}, batch {plan.n_batch}",
-        file=out,
-    )
+    print(f"  {context_line(plan, asked)}, KV {plan.kv_type}, batch {plan.n_batch}", file=out)
     print(file=out)
     for part in plan.parts:
         flag = "" if part.verified else "  (unverified)"

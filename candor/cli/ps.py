@@ -15,8 +15,9 @@ def register(sub: Any) -> None:
         "ps",
         help="list the models a running candor server has loaded",
         description=__doc__,
-        epilog="example: candor ps",
+        epilog="examples: candor ps; candor ps --host 192.168.1.5:11434",
     )
+    _add_host(ps)
     ps.set_defaults(handler=handle_ps)
     stop = sub.add_parser(
         "stop",
@@ -25,14 +26,24 @@ def register(sub: Any) -> None:
         epilog="example: candor stop gemma-3-270m:Q4_K_M",
     )
     stop.add_argument("model", metavar="MODEL")
+    _add_host(stop)
     stop.set_defaults(handler=handle_stop)
 
 
-def _server() -> str:
-    base = running_server()
+def _add_host(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        metavar="HOST[:PORT]",
+        help="the candor server to ask (CANDOR_HOST, else OLLAMA_HOST, else 127.0.0.1:11434)",
+    )
+
+
+def _server(host: str | None) -> str:
+    url = server_url(host)
+    base = running_server(url)
     if base is None:
         raise CandorError(
-            f"no candor server is running at {server_url()}; start one with `candor serve` "
+            f"no candor server is running at {url}; start one with `candor serve` "
             "(without one, each `candor run` loads its model for itself and frees it when done)"
         )
     return base
@@ -40,7 +51,7 @@ def _server() -> str:
 
 def handle_ps(args: argparse.Namespace) -> int:
     """Print the loaded models."""
-    models = call(_server(), "GET", "/api/ps")["models"]
+    models = call(_server(args.host), "GET", "/api/ps")["models"]
     rows = [("NAME", "SIZE", "CONTEXT", "UNTIL")]
     for m in models:
         until = "forever" if m["expires_at"].startswith("0001") else m["expires_at"]
@@ -53,6 +64,6 @@ def handle_ps(args: argparse.Namespace) -> int:
 
 def handle_stop(args: argparse.Namespace) -> int:
     """Unload one model now."""
-    call(_server(), "POST", "/api/generate", {"model": args.model, "keep_alive": 0})
+    call(_server(args.host), "POST", "/api/generate", {"model": args.model, "keep_alive": 0})
     print(f"stopped {args.model}")
     return 0

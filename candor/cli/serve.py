@@ -112,11 +112,11 @@ def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
 
 def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
     """--host/--port, else CANDOR_HOST, else OLLAMA_HOST, else 127.0.0.1:11434."""
-    raw = host or os.environ.get("CANDOR_HOST") or os.environ.get("OLLAMA_HOST") or "127.0.0.1"
-    raw = raw.removeprefix("http://").removeprefix("https://")
-    name, _, maybe_port = raw.rpartition(":") if raw.count(":") == 1 else (raw, "", "")
-    chosen = port or (int(maybe_port) if maybe_port.isdigit() else 11434)
-    return (name or "127.0.0.1"), chosen
+    from candor.client import split_host
+
+    raw = host or os.environ.get("CANDOR_HOST") or os.environ.get("OLLAMA_HOST") or ""
+    _, name, given = split_host(raw)
+    return name, port or given
 
 
 def _who_listens(host: str, port: int) -> str:

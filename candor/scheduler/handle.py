@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,16 @@ class RequestHandle:
         self._listeners: list[Callable[[Chunk | CandorError | None], None]] = []
         self._lock = threading.Lock()
         self.finished = threading.Event()
+        # Seconds this request waited for its model to load (Ollama's load_duration): set by the scheduler
+        # before the handle is returned, added to the final chunk as the caller receives it.
+        self.load_seconds = 0.0
+
+    def _received(self, item: Chunk | CandorError) -> Chunk | CandorError:
+        """An item as the caller sees it: the final chunk's timings include the wait for the model."""
+        if isinstance(item, Chunk) and item.timings is not None and self.load_seconds:
+            waited = item.timings.load_seconds + self.load_seconds
+            return dataclasses.replace(item, timings=dataclasses.replace(item.timings, load_seconds=waited))
+        return item
 
     # -- the runner side -----------------------------------------------------------------------------
 
@@ -34,7 +45,7 @@ class RequestHandle:
             if not self._listeners:
                 self._queue.put(item)
             for listener in self._listeners:
-                listener(item)
+                listener(self._received(item))
         if isinstance(item, CandorError) or item.finish_reason is not None:
             self.finished.set()
 
@@ -51,7 +62,7 @@ class RequestHandle:
                 if isinstance(item, (Chunk, CandorError)):
                     backlog.append(item)
             for item in backlog:
-                listener(item)
+                listener(self._received(item))
 
     # -- the caller side -----------------------------------------------------------------------------
 
@@ -64,6 +75,8 @@ class RequestHandle:
         try:
             while True:
                 item = self._queue.get(timeout=timeout)
+                if isinstance(item, (Chunk, CandorError)):
+                    item = self._received(item)
                 if isinstance(item, CandorError):
                     completed = True
                     raise item

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from candor.scheduler.metrics import Metrics
 from candor.scheduler.process import RunnerProcess
 from candor.scheduler.protocol import Embed, Generate, RunnerConfig, Tokenize
 from candor.store import Store, StoreEntry
-from candor.types import Chunk, Message, SamplingParams
+from candor.types import Chunk, Embeddings, Message, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class LoadedModel:
             "keep_alive": self.keep_alive,
             "loaded_at": self.loaded_at,
             "identity": self.card.summary(),
+            "card": self.card,  # what the file says it is, for /api/ps's details
+            "sha256": self.entry.sha256 if self.entry is not None else None,
             "pid": self.runner.process.pid,
             "size_vram": self.runner.ready.gpu_bytes,
             "gpu_layers": self.runner.ready.gpu_layers,
@@ -117,6 +120,19 @@ def _serves(loaded: LoadedModel, ctx: int | None) -> bool:
     trained = loaded.card.context_length
     wanted = min(ctx, trained) if ctx is not None and trained else ctx
     return wanted is None or wanted <= loaded.ctx
+
+
+def _count_tokens(runner: RunnerProcess, texts: Sequence[str]) -> int:
+    """Tokens the runner reads `texts` as, BOS included, as it embeds them. Asked all at once: a runner that
+    is decoding answers between its steps, and one question at a time would wait a step each."""
+
+    def count(text: str) -> int:
+        return len(runner.call(lambda i: Tokenize(i, text)))
+
+    if not texts:
+        return 0
+    with ThreadPoolExecutor(max_workers=min(len(texts), 8), thread_name_prefix="candor-count") as pool:
+        return sum(pool.map(count, texts))
 
 
 # Seconds a model loaded for a `keep_alive: 0` request is kept for that request to reach it.
@@ -428,16 +444,18 @@ class Scheduler:
     @contextlib.contextmanager
     def _claim(
         self, model: str | None, *, ctx: int | None = None, keep_alive: float | None = None
-    ) -> Iterator[LoadedModel]:
+    ) -> Iterator[tuple[LoadedModel, float]]:
         """Load the model and keep the keep-alive reaper and eviction off it until this request is in its
         runner's hands (which then counts it as active). With `keep_alive: 0` a model is due at once, and
         the reaper used to be able to close it between the load and the hand-over.
 
         A request that fails before its runner takes it (a template error, a full queue) still leaves the
-        model's keep-alive in force: `keep_alive: 0` unloads it even then."""
+        model's keep-alive in force: `keep_alive: 0` unloads it even then. Yields the model and the seconds
+        spent waiting for it (a load, or another request's load of it; near 0 when it was up)."""
+        started = time.perf_counter()
         loaded = self.load(model, ctx=ctx, keep_alive=keep_alive, claim=True)
         try:
-            yield loaded
+            yield loaded, time.perf_counter() - started
         except BaseException:
             self._schedule_expiry(loaded)
             raise
@@ -475,16 +493,23 @@ class Scheduler:
         options: Mapping[str, Any] | None = None,
         keep_alive: float | None = None,
         ctx: int | None = None,
+        load_seconds: float = 0.0,
     ) -> RequestHandle:
-        """Continue raw text or token ids; returns a handle to iterate for chunks."""
-        with self._claim(model, ctx=ctx, keep_alive=keep_alive) as loaded:
+        """Continue raw text or token ids; returns a handle to iterate for chunks.
+
+        `load_seconds`: time the caller already spent loading the model for this request (the server loads
+        it first to plan the reply); the final chunk's timings report it with any wait here."""
+        with self._claim(model, ctx=ctx, keep_alive=keep_alive) as (loaded, waited):
             entry = self._entry(model, loaded)
             sampling = self._params(defaults_of(entry), params, options or {})
             self._admit(loaded)
             if isinstance(prompt, str):
-                return loaded.runner.generate(lambda i: Generate(i, sampling, text=prompt))
-            tokens = tuple(int(t) for t in prompt)
-            return loaded.runner.generate(lambda i: Generate(i, sampling, tokens=tokens))
+                handle = loaded.runner.generate(lambda i: Generate(i, sampling, text=prompt))
+            else:
+                tokens = tuple(int(t) for t in prompt)
+                handle = loaded.runner.generate(lambda i: Generate(i, sampling, tokens=tokens))
+            handle.load_seconds = load_seconds + waited
+            return handle
 
     def chat(
         self,
@@ -497,9 +522,11 @@ class Scheduler:
         ctx: int | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         variables: Mapping[str, Any] | None = None,
+        load_seconds: float = 0.0,
     ) -> RequestHandle:
-        """Answer a conversation through the model's chat template (or its disclosed fallback)."""
-        with self._claim(model, ctx=ctx, keep_alive=keep_alive) as loaded:
+        """Answer a conversation through the model's chat template (or its disclosed fallback);
+        `load_seconds` as for generate()."""
+        with self._claim(model, ctx=ctx, keep_alive=keep_alive) as (loaded, waited):
             entry = self._entry(model, loaded)
             turns = with_default_system(messages, entry.system if entry else None)
             text = render_chat(
@@ -513,21 +540,25 @@ class Scheduler:
             sampling = self._params(defaults_of(entry), params, options or {})
             self._admit(loaded)
             stop = loaded.chat_format.stop
-            return loaded.runner.generate(
+            handle = loaded.runner.generate(
                 lambda i: Generate(i, sampling, text=text, parse_special=True, extra_stop=stop)
             )
+            handle.load_seconds = load_seconds + waited
+            return handle
 
     def embed(
         self, model: str | None, texts: Sequence[str], *, keep_alive: float | None = None
-    ) -> list[list[float]]:
-        """One L2-normalised vector per text."""
+    ) -> Embeddings:
+        """One L2-normalised vector per text, with the tokens read and the time taken."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise InvalidParameter("embed takes a list of strings")
-        with self._claim(model, keep_alive=keep_alive) as loaded:
-            result: list[list[float]] = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
+        started = time.perf_counter()
+        with self._claim(model, keep_alive=keep_alive) as (loaded, waited):
+            vectors: list[list[float]] = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
+            tokens = _count_tokens(loaded.runner, texts)
             loaded.last_used = time.monotonic()
             self._schedule_expiry(loaded)  # before the claim ends: an old expiry must not close it now
-        return result
+        return Embeddings(vectors, tokens, load_seconds=waited, total_seconds=time.perf_counter() - started)
 
     def tokenize(self, model: str | None, text: str) -> list[int]:
         """Tokenize with the model's vocabulary."""

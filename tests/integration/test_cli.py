@@ -17,7 +17,7 @@ import httpx
 import ollama
 import pexpect
 import pytest
-from live_server import start_server, stop_server
+from live_server import free_port, start_server, stop_server
 from test_server import MODEL
 
 import candor
@@ -215,6 +215,31 @@ def test_interactive_chat_in_a_terminal(default_model_path: Path) -> None:
     assert "Traceback" not in (child.before or "")
 
 
+def test_show_license_in_the_chat_is_what_candor_licenses_prints(tmp_path: Path) -> None:
+    # Nobody listens at CANDOR_HOST: the chat loads the default model in this process.
+    env = {**os.environ, "CANDOR_HOST": f"127.0.0.1:{free_port()}", "TERM": "dumb"}
+    printed = run_cli("licenses", MODEL, env=env)
+    assert printed.returncode == 0 and "Gemma Terms of Use" in printed.stdout
+    child = pexpect.spawn(
+        sys.executable, ["-m", "candor", "run"], encoding="utf-8", timeout=120, env=env, dimensions=(40, 200)
+    )
+    try:
+        child.expect(">>> ")
+        child.sendline("/show license")
+        child.expect(">>> ")
+        echo, _, shown = (child.before or "").replace("\r\n", "\n").partition("\n")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert echo.endswith("/show license")
+    whole = printed.stdout.strip()
+    assert whole.splitlines()[0] == MODEL and "license (from the file's metadata): gemma" in whole
+    assert "GEMMA_TERMS.html =====" in whole and "4.9 No Waiver" in whole and "Send feedback" not in whole
+    assert shown.strip() == whole  # what `candor licenses MODEL` prints, line for line
+    assert child.exitstatus == 0
+
+
 def test_ctrl_d_leaves_the_chat(default_model_path: Path) -> None:
     child = pexpect.spawn(
         sys.executable, ["-m", "candor", "run", str(default_model_path)], encoding="utf-8", timeout=60
@@ -319,6 +344,12 @@ def test_the_interactive_chat_goes_through_a_running_candor_server(tmp_path: Pat
         child.sendline("/show info")
         child.expect("served by the candor server at")
         child.expect(">>> ")
+        child.sendline("/show license")  # as `candor licenses MODEL` shows it
+        child.expect("license \\(from the file's metadata\\): gemma")
+        child.expect("GEMMA_TERMS.html =====")
+        child.expect("Gemma Terms of Use")
+        child.expect(">>> ")
+        assert "Send feedback" not in (child.before or "")
         # Ctrl-C hangs up, which cancels the generation on the server.
         cancelled = metric(url, "candor_requests_cancelled_total")
         child.sendline("/set parameter num_predict 4000")

@@ -16,6 +16,8 @@ import openai
 import pytest
 from live_server import free_port, start_server, stop_server
 
+import candor
+
 MODEL = "gemma-3-270m:Q4_K_M"
 
 
@@ -299,6 +301,89 @@ def test_candor_ps_and_stop_use_the_running_server(server: str) -> None:
         env={**os.environ, "CANDOR_HOST": f"127.0.0.1:{free_port()}"},
     )
     assert nobody.returncode == 1 and "no candor server is running" in nobody.stderr
+
+
+def test_candor_ps_and_stop_take_the_server_from_host(server: str) -> None:
+    # The environment points at nobody: --host alone must find the server.
+    env = {**os.environ, "CANDOR_HOST": f"127.0.0.1:{free_port()}"}
+    host = server.removeprefix("http://")
+
+    def candor(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "candor", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    body = {"model": MODEL, "prompt": "Hi", "options": {"num_predict": 1}}
+    httpx.post(server + "/api/generate", json=body, timeout=120)
+    listed = candor("ps", "--host", host)
+    assert listed.returncode == 0 and MODEL in listed.stdout, listed.stderr
+    stopped = candor("stop", MODEL, "--host", server)  # with its scheme, as OLLAMA_HOST may be written
+    assert stopped.returncode == 0 and f"stopped {MODEL}" in stopped.stdout, stopped.stderr
+    assert MODEL not in [m["name"] for m in httpx.get(server + "/api/ps").json()["models"]]
+    nobody = candor("ps")
+    assert nobody.returncode == 1
+    assert f"no candor server is running at http://{env['CANDOR_HOST']}" in nobody.stderr
+    bad = candor("stop", MODEL, "--host", "localhost:port")
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "HOST[:PORT]" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+WARM_NS = 100_000_000  # a model already up is "loaded" in microseconds; this allows for a busy machine
+
+
+def unloaded(client: ollama.Client) -> None:
+    """Unload the model (keep_alive 0, as `ollama stop` does), so the next request loads it again."""
+    client.generate(model=MODEL, keep_alive=0)
+    deadline = time.monotonic() + 30
+    while client.ps().models and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not client.ps().models
+
+
+def test_load_duration_is_the_time_a_request_waited_for_its_model(server: str) -> None:
+    client = ollama.Client(host=server)
+    options = {"num_predict": 2, "temperature": 0}
+    unloaded(client)
+    cold = client.generate(model=MODEL, prompt="Hi", options=options)
+    warm = client.generate(model=MODEL, prompt="Hi", options=options)
+    assert cold.load_duration and cold.load_duration > 100_000_000  # ns: a runner started for this one
+    assert warm.load_duration is not None and warm.load_duration < WARM_NS  # it was up
+    assert cold.total_duration and cold.total_duration > cold.load_duration
+    unloaded(client)
+    messages = [{"role": "user", "content": "Hi"}]
+    streamed = list(client.chat(model=MODEL, messages=messages, options=options, stream=True))
+    assert streamed[-1].done and streamed[-1].load_duration and streamed[-1].load_duration > 100_000_000
+    again = client.chat(model=MODEL, messages=messages, options=options)
+    assert again.load_duration is not None and again.load_duration < WARM_NS
+
+
+def test_embeddings_count_their_tokens_in_both_apis(server: str, gemma: candor.Model) -> None:
+    client = ollama.Client(host=server)
+    texts = ["a cat", "The dog sat on the mat, twice."]
+    read = sum(len(gemma.tokenize(t)) for t in texts)  # the real tokenizer, BOS included
+    unloaded(client)
+    cold = client.embed(model=MODEL, input=texts)
+    assert cold.prompt_eval_count == read and len(cold.embeddings) == 2
+    assert cold.load_duration and cold.load_duration > 100_000_000
+    assert cold.total_duration and cold.total_duration > cold.load_duration
+    warm = client.embed(model=MODEL, input=texts[0])
+    assert warm.prompt_eval_count == len(gemma.tokenize(texts[0]))
+    assert warm.load_duration is not None and warm.load_duration < WARM_NS
+    oai = openai.OpenAI(base_url=server + "/v1", api_key="unused")
+    usage = oai.embeddings.create(model=MODEL, input=texts).usage
+    assert usage.prompt_tokens == usage.total_tokens == read
+
+
+def test_ps_describes_loaded_models_as_tags_does(server: str) -> None:
+    client = ollama.Client(host=server)
+    client.generate(model=MODEL, prompt="Hi", options={"num_predict": 1})
+    [listed] = [m for m in httpx.get(server + "/api/tags").json()["models"] if m["name"] == MODEL]
+    [loaded] = httpx.get(server + "/api/ps").json()["models"]
+    assert loaded["details"] == listed["details"] and loaded["digest"] == listed["digest"]
+    assert loaded["details"]["family"] == "gemma3" and loaded["details"]["format"] == "gguf"
+    assert {"gpu_layers", "placement", "weights", "cpu_buffers"} <= loaded.keys()  # candor's own stay
+    [model] = client.ps().models
+    assert model.details is not None and model.details.quantization_level == "Q4_K_M"
+    assert model.details.parameter_size == listed["details"]["parameter_size"]
 
 
 WEATHER_TOOL = {

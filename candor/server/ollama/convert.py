@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from candor.identity import ModelCard
-from candor.types import Chunk, TokenLogprob
+from candor.types import Chunk, Embeddings, TokenLogprob
 
 NS = 1_000_000_000
 
@@ -29,6 +29,15 @@ def metrics(last: Chunk) -> dict[str, Any]:
         "prompt_eval_duration": int(t.prompt_seconds * NS),
         "eval_count": usage.completion_tokens,
         "eval_duration": int(t.decode_seconds * NS),
+    }
+
+
+def embed_metrics(result: Embeddings) -> dict[str, Any]:
+    """/api/embed's counters: durations in nanoseconds, the tokens read over every input."""
+    return {
+        "total_duration": int(result.total_seconds * NS),
+        "load_duration": int(result.load_seconds * NS),
+        "prompt_eval_count": result.prompt_tokens,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -99,6 +100,15 @@ async def _load_only(request: Request, name: str, keep_alive: float | None, chat
     return body
 
 
+async def _timed_load(
+    request: Request, name: str, *, ctx: int | None, keep_alive: float | None
+) -> tuple[LoadedModel, float]:
+    """Load the model for a request; and the seconds that took, which its answer reports as load_duration."""
+    started = time.perf_counter()
+    loaded = await load_model(request, name, ctx=ctx, keep_alive=keep_alive)
+    return loaded, time.perf_counter() - started
+
+
 @router.get("/")
 @router.head("/")
 async def root() -> PlainTextResponse:
@@ -127,12 +137,18 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
         return await _load_only(request, body.model, keep_alive, chat=False)
     sched = scheduler_of(request)
     ctx = context_option(body.options)
-    loaded = await load_model(request, body.model, ctx=ctx, keep_alive=keep_alive)
+    loaded, waited = await _timed_load(request, body.model, ctx=ctx, keep_alive=keep_alive)
     params = _params(sched.defaults(body.model), logprobs)
     plan, reader = None, None
     if body.raw:
         handle = sched.generate(
-            body.model, body.prompt, options=options, params=params, keep_alive=keep_alive, ctx=ctx
+            body.model,
+            body.prompt,
+            options=options,
+            params=params,
+            keep_alive=keep_alive,
+            ctx=ctx,
+            load_seconds=waited,
         )
     else:
         plan = plan_reply(loaded, None, "auto", body.think)
@@ -145,6 +161,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
             keep_alive=keep_alive,
             ctx=ctx,
             variables=plan.variables,
+            load_seconds=waited,
         )
         if body.stream and plan.thinking:
             reader = ReplyStream.for_request(loaded, plan, messages)
@@ -200,7 +217,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
         return JSONResponse(await _load_only(request, body.model, keep_alive, chat=True))
     sched = scheduler_of(request)
     ctx = context_option(body.options)
-    loaded = await load_model(request, body.model, ctx=ctx, keep_alive=keep_alive)
+    loaded, waited = await _timed_load(request, body.model, ctx=ctx, keep_alive=keep_alive)
     plan = plan_reply(loaded, body.tools, "auto", body.think)
     options = with_format(body.options, body.format)
     check_options(options)
@@ -221,6 +238,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
         ctx=ctx,
         tools=plan.tools,
         variables=plan.variables,
+        load_seconds=waited,
     )
     headers = _fallback_header(loaded)
     if reader is not None:
@@ -271,21 +289,21 @@ async def _chat_lines(
 
 @router.post("/api/embed")
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
-    """Embeddings for one input or a list."""
+    """Embeddings for one input or a list, with the tokens read and the time taken."""
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors = await asyncio.to_thread(
+    result = await asyncio.to_thread(
         scheduler_of(request).embed, body.model, texts, keep_alive=keep_alive_seconds(body.keep_alive)
     )
-    return {"model": body.model, "embeddings": vectors}
+    return {"model": body.model, "embeddings": result.vectors, **convert.embed_metrics(result)}
 
 
 @router.post("/api/embeddings")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, Any]:
     """The legacy single-prompt form."""
-    [vector] = await asyncio.to_thread(
+    result = await asyncio.to_thread(
         scheduler_of(request).embed, body.model, [body.prompt], keep_alive=keep_alive_seconds(body.keep_alive)
     )
-    return {"embedding": vector}
+    return {"embedding": result.vectors[0]}
 
 
 def _modified(iso: str) -> str:
@@ -332,7 +350,8 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
     path, entry = store.resolve(body.target(), allow_paths=False)
     card = checked_card(path)
     fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
-    licence = "\n\n".join(readable(p) for p in license_texts(store, entry)) or (card.license or "")
+    files = license_texts(store, entry)
+    licence = "\n\n".join(readable(p) for p in files) or (card.license or "")
     parameters = "\n".join(f"{k} {v}" for k, v in (entry.parameters if entry else {}).items())
     response = JSONResponse(
         {
@@ -351,6 +370,13 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
                 "chat_format": fmt.describe(),
                 "chat_format_fallback": fmt.is_fallback,
                 "name_claims": [c.message for c in check_name(entry.name, card)] if entry else [],
+                # what `candor licenses MODEL` shows besides the text (Ollama's `license` above)
+                "license": {
+                    "metadata": card.license,
+                    "name": card.license_name,
+                    "link": card.license_link,
+                    "files": [str(p) for p in files],
+                },
             },
         }
     )
@@ -370,8 +396,8 @@ async def ps(request: Request) -> dict[str, Any]:
                 "name": info["name"],
                 "model": info["name"],
                 "size": info["size"],
-                "digest": "",
-                "details": {},
+                "digest": info["sha256"] or "",
+                "details": convert.details(info["card"]),  # as /api/tags describes the model
                 "expires_at": convert.timestamp(datetime.fromtimestamp(expires, timezone.utc))
                 if expires
                 else "0001-01-01T00:00:00Z",

@@ -300,10 +300,10 @@ async def completions(body: CompletionRequest, request: Request) -> Response | d
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
     """Embeddings, one per input."""
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors = await asyncio.to_thread(scheduler_of(request).embed, body.model, texts)
+    result = await asyncio.to_thread(scheduler_of(request).embed, body.model, texts)
     return {
         "object": "list",
         "model": body.model,
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-        "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)],
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }
