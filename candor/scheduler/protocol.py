@@ -38,6 +38,14 @@ class Embed:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """The answer to Embed: one vector per text, and the tokens read to make them."""
+
+    vectors: list[list[float]]
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Tokenize:
     """Tokenize text (answered with Result)."""
 

@@ -22,6 +22,7 @@ from candor.scheduler.placement import place
 from candor.scheduler.protocol import (
     Cancel,
     Embed,
+    Embedded,
     Events,
     Generate,
     Ready,
@@ -153,17 +154,15 @@ class Runner:
             return False
         return True
 
-    def _embed(self, texts: tuple[str, ...]) -> list[list[float]] | tuple[str, str]:
+    def _embed(self, texts: tuple[str, ...]) -> Embedded | tuple[str, str]:
         try:
             if self.embedder is None:
                 self.embedder = Embedder(
                     self.model, n_ctx=self.engine.max_request_tokens, n_threads=self.config.threads
                 )
             embedder = self.embedder
-            return [
-                embedder.embed_tokens(self.model.tokenize(t, add_special=True, parse_special=False))
-                for t in texts
-            ]
+            prompts = [self.model.tokenize(t, add_special=True, parse_special=False) for t in texts]
+            return Embedded([embedder.embed_tokens(p) for p in prompts], sum(len(p) for p in prompts))
         except CandorError as exc:
             return pack_error(exc)
 

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_defa
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.metrics import Metrics
 from candor.scheduler.process import RunnerProcess
-from candor.scheduler.protocol import Embed, Generate, RunnerConfig, Tokenize
+from candor.scheduler.protocol import Embed, Embedded, Generate, RunnerConfig, Tokenize
 from candor.store import Store, StoreEntry
 from candor.types import Chunk, Embeddings, Message, SamplingParams
 
@@ -120,19 +119,6 @@ def _serves(loaded: LoadedModel, ctx: int | None) -> bool:
     trained = loaded.card.context_length
     wanted = min(ctx, trained) if ctx is not None and trained else ctx
     return wanted is None or wanted <= loaded.ctx
-
-
-def _count_tokens(runner: RunnerProcess, texts: Sequence[str]) -> int:
-    """Tokens the runner reads `texts` as, BOS included, as it embeds them. Asked all at once: a runner that
-    is decoding answers between its steps, and one question at a time would wait a step each."""
-
-    def count(text: str) -> int:
-        return len(runner.call(lambda i: Tokenize(i, text)))
-
-    if not texts:
-        return 0
-    with ThreadPoolExecutor(max_workers=min(len(texts), 8), thread_name_prefix="candor-count") as pool:
-        return sum(pool.map(count, texts))
 
 
 # Seconds a model loaded for a `keep_alive: 0` request is kept for that request to reach it.
@@ -554,11 +540,11 @@ class Scheduler:
             raise InvalidParameter("embed takes a list of strings")
         started = time.perf_counter()
         with self._claim(model, keep_alive=keep_alive) as (loaded, waited):
-            vectors: list[list[float]] = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
-            tokens = _count_tokens(loaded.runner, texts)
+            embedded: Embedded = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
             loaded.last_used = time.monotonic()
             self._schedule_expiry(loaded)  # before the claim ends: an old expiry must not close it now
-        return Embeddings(vectors, tokens, load_seconds=waited, total_seconds=time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return Embeddings(embedded.vectors, embedded.tokens, load_seconds=waited, total_seconds=seconds)
 
     def tokenize(self, model: str | None, text: str) -> list[int]:
         """Tokenize with the model's vocabulary."""
