@@ -8,6 +8,9 @@ with candor.load() as model:                 # the embedded default model
 
 __version__ = "0.1.0"
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from candor.errors import (
     Busy,
     CandorError,
@@ -24,17 +27,40 @@ from candor.errors import (
     TemplateError,
     UnsupportedModel,
 )
-from candor.manage import (
-    copy_model,
-    import_model,
-    import_ollama,
-    licenses,
-    list_models,
-    pull,
-    remove_model,
-)
-from candor.model import Model, load
 from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage
+
+if TYPE_CHECKING:
+    from candor.manage import (
+        copy_model,
+        import_model,
+        import_ollama,
+        licenses,
+        list_models,
+        pull,
+        remove_model,
+    )
+    from candor.model import Model, load
+
+# Loaded on first use: importing candor (for its errors, types or version) must not load llama.cpp or the
+# Hugging Face client, which `candor --version`, `candor ps` and the server's parent process never need.
+_LAZY = {
+    "Model": "candor.model",
+    "load": "candor.model",
+    "copy_model": "candor.manage",
+    "import_model": "candor.manage",
+    "import_ollama": "candor.manage",
+    "licenses": "candor.manage",
+    "list_models": "candor.manage",
+    "pull": "candor.manage",
+    "remove_model": "candor.manage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'candor' has no attribute {name!r}")
+
 
 __all__ = [
     "Busy",

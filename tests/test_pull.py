@@ -532,14 +532,6 @@ def test_cli_pull_in_process(hub: FakeHub, capsys: pytest.CaptureFixture[str]) -
     assert "pulling manifest" in err and "downloading vision-Q4_K_M.gguf" in err and "success" in err
 
 
-def _pull_registered() -> bool:
-    from candor.cli import COMMANDS
-    from candor.cli import pull as pull_command
-
-    return pull_command in COMMANDS
-
-
-@pytest.mark.skipif(not _pull_registered(), reason="`candor pull` is not in candor.cli.COMMANDS yet")
 def test_cli_pull_subprocess(hub: FakeHub, hf_cache: Path, candor_home: Path) -> None:
     env = {
         **os.environ,

@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from candor import __version__
-from candor.cli import bench, doctor, import_ollama, licenses, models, plan, ps, pull, run, serve, show
 from candor.errors import CandorError
 
-COMMANDS = (run, serve, ps, pull, show, models, import_ollama, licenses, plan, bench, doctor)
+# Command (or alias) -> the module under candor.cli that defines it, in `candor --help`'s order. Only the
+# module of the command being run is imported: `candor ps` should not load llama.cpp nor the hub client.
+COMMANDS: dict[str, str] = {
+    "run": "run",
+    "serve": "serve",
+    "ps": "ps",
+    "stop": "ps",
+    "pull": "pull",
+    "show": "show",
+    "list": "models",
+    "ls": "models",
+    "rm": "models",
+    "cp": "models",
+    "import": "models",
+    "import-ollama": "import_ollama",
+    "licenses": "licenses",
+    "license": "licenses",
+    "plan": "plan",
+    "bench": "bench",
+    "doctor": "doctor",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-parser per command module."""
+def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser, with the sub-parsers of the named command modules (None: all of them)."""
     parser = argparse.ArgumentParser(
         prog="candor",
         description="Run GGUF models locally on upstream llama.cpp.",
@@ -24,15 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"candor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        command.register(sub)
+    for module in dict.fromkeys(COMMANDS.values() if modules is None else modules):
+        importlib.import_module(f"candor.cli.{module}").register(sub)
     return parser
+
+
+def _modules_for(words: Sequence[str]) -> list[str] | None:
+    """The command modules a command line needs: its command's; none for `--version`; all (None) for
+    help, for no command at all, and for an unknown command (argparse then lists the choices)."""
+    if words and words[0] in COMMANDS:
+        return [COMMANDS[words[0]]]
+    if words and all(w.startswith("-") and w not in ("-h", "--help") for w in words):
+        return []
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run one command, and turn candor errors into a one-line message."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_modules_for(words))
+    args = parser.parse_args(words)
     if args.command is None:
         parser.print_help()
         return 0

@@ -1,0 +1,42 @@
+"""The command line imports only what the command it runs needs: `candor --version` and `candor ps` load
+neither llama.cpp nor the Hugging Face client, and every command is still reachable by name or alias."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from candor.cli import COMMANDS, build_parser
+
+PROBE = """
+import sys
+from candor.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = [m for m in ("llama_cpp", "huggingface_hub", "fastapi", "numpy") if m in sys.modules]
+print("HEAVY=" + ",".join(heavy))
+"""
+
+
+def heavy_modules(*args: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
+    line = [x for x in done.stdout.splitlines() if x.startswith("HEAVY=")][-1]
+    return [m for m in line.removeprefix("HEAVY=").split(",") if m]
+
+
+@pytest.mark.parametrize("args", [("--version",), ("ps", "--help"), ("stop", "--help"), ("serve", "--help")])
+def test_commands_that_run_no_model_load_neither_llama_cpp_nor_the_hub_client(args: tuple[str, ...]) -> None:
+    assert heavy_modules(*args) == []
+
+
+def test_every_command_and_alias_is_registered_by_its_module() -> None:
+    full = build_parser()
+    choices = full._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(choices) == set(COMMANDS)  # the table names every command and alias there is
+    for command, module in COMMANDS.items():
+        alone = build_parser([module])._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        assert command in alone
