@@ -63,9 +63,10 @@ class Verdict:
             return "this llama.cpp build has no extra CPU buffer types"
         if self.passed:
             return f"the CPU self-test passed with {', '.join(self.extra_buffer_types)}"
-        names = [n for n in self.faulty if n != "all"] or ["its extra buffer types together"]
+        names = [n for n in self.faulty if n != "all"]
         how = "; ".join(f"{n}: {h}" if len(self.faulty) > 1 else h for n, h in self.faulty.items())
         verb = "crashes" if len(names) == 1 else "crash"
+        names = names or ["its extra buffer types together"]
         fallback = "" if self.fallback_ok is not False else "; loading without them failed too"
         return f"the CPU self-test found that {' and '.join(names)} {verb} this machine ({how}){fallback}"
 
