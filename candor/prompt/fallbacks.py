@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from candor.textstream import GluedStop
+
 
 @dataclass(frozen=True)
 class Fallback:
@@ -13,7 +15,7 @@ class Fallback:
     tokens: frozenset[str]  # all must be in the model's vocabulary; empty matches any model
     evidence: str  # how the vocabulary shows the format, for ChatFormat.describe()
     template: str
-    stop: tuple[str, ...]
+    stop: tuple[str, ...]  # every turn marker: a base model that writes one has ended its answer
 
 
 # Gemma has no system role: like Gemma's own template, the system text opens the first user turn,
@@ -120,6 +122,10 @@ GENERIC = """\
 {%- endif -%}
 """
 
+# A base Gemma writes a stray word where a turn marker belongs (the markers' own logits are far below any
+# word's), then the role line: "...blue? mendatanguser\n" ends at "blue?"; "the user\n" is answer text.
+ROLE_LINES = (GluedStop("user\n"), GluedStop("model\n"))
+
 # First match wins; the last row matches every model.
 FALLBACKS: tuple[Fallback, ...] = (
     Fallback(
@@ -127,7 +133,7 @@ FALLBACKS: tuple[Fallback, ...] = (
         frozenset({"<start_of_turn>", "<end_of_turn>"}),
         "its vocabulary has Gemma's turn tokens",
         GEMMA,
-        ("<end_of_turn>",),
+        ("<end_of_turn>", "<start_of_turn>", *ROLE_LINES),
     ),
     Fallback(
         "chatml",
@@ -148,21 +154,21 @@ FALLBACKS: tuple[Fallback, ...] = (
         frozenset({"[INST]", "[/INST]"}),
         "its vocabulary has Mistral's [INST] tokens",
         MISTRAL,
-        ("[INST]",),
+        ("[INST]", "[/INST]"),
     ),
     Fallback(
         "phi3",
         frozenset({"<|user|>", "<|assistant|>", "<|end|>"}),
         "its vocabulary has Phi-3's turn tokens",
         PHI3,
-        ("<|end|>", "<|user|>"),
+        ("<|end|>", "<|user|>", "<|assistant|>", "<|system|>"),
     ),
     Fallback(
         "generic",
         frozenset(),
         "its vocabulary has no turn tokens candor recognizes, so turns are marked in plain text",
         GENERIC,
-        ("### User:", "### System:", "### Tool:"),
+        ("### User:", "### System:", "### Tool:", "### Assistant:"),
     ),
 )
 
