@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 from candor.textstream import GluedStop
 
@@ -174,3 +177,10 @@ FALLBACKS: tuple[Fallback, ...] = (
 
 # Every token some fallback looks for: the set a caller should test the vocabulary for.
 TURN_TOKENS: frozenset[str] = frozenset().union(*(row.tokens for row in FALLBACKS))
+
+# A model with no chat template of its own is usually a base model: it seldom ends its turn, and a small one
+# repeats itself until the context is full. Ollama's repeat penalty breaks the loops, and a screenful of
+# tokens bounds the rest (Ollama's own num_predict default was once 128). Ollama's option names.
+UNTEMPLATED_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"num_predict": 256, "repeat_penalty": 1.1, "repeat_last_n": 64}
+)
