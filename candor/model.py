@@ -54,7 +54,8 @@ class Model:
         self.entry = entry  # the store entry this was loaded by name from, if any
         # A store entry may carry defaults (an Ollama model's `system` and `params` layers).
         self.system: str | None = entry.system if entry else None
-        self.defaults: SamplingParams = apply_options(SamplingParams(), entry.parameters if entry else {})
+        parameters = entry.parameters if entry else {}
+        self.defaults: SamplingParams = apply_options(SamplingParams(), parameters)  # for generate()
         self.card: ModelCard = checked_card(path)  # a malformed file never reaches llama.cpp
         # In this process glibc's huge pages cannot be asked for any more (a runner's environment asks at
         # exec); reading the weights into memory still beats mapping them (see plan/holding.py).
@@ -76,6 +77,10 @@ class Model:
         self._lock = threading.Lock()
         self.chat_format: ChatFormat = choose_chat_format(
             self._native.chat_template(), self.card.architecture, self.card.special_tokens_present
+        )
+        # chat() starts from the format's defaults (a model without a template is bounded), then the entry's.
+        self.chat_defaults: SamplingParams = apply_options(
+            apply_options(SamplingParams(), self.chat_format.options), parameters
         )
         self.load_seconds = time.perf_counter() - started
         self._load_seconds_unreported = self.load_seconds
@@ -156,7 +161,8 @@ class Model:
         Args:
             prompt: text, or token ids to feed as they are.
             stream: yield Chunks as tokens are decoded (True) or return one Completion (False).
-            params: sampling settings; keyword overrides (temperature=0, max_tokens=50...) apply on top.
+            params: sampling settings (default: `defaults`); keyword overrides (temperature=0,
+                max_tokens=50...) apply on top.
         Returns:
             An iterator of Chunks whose last one carries finish_reason, usage and timings, or a Completion.
         """
@@ -200,12 +206,13 @@ class Model:
         Args:
             messages: Message objects or {"role", "content"} dicts, oldest first.
             stream: yield Chunks (True) or return one Completion (False).
-            params: sampling settings; keyword overrides apply on top.
+            params: sampling settings (default: `chat_defaults`); keyword overrides apply on top.
         Returns:
             An iterator of Chunks whose last one carries finish_reason, usage and timings, or a Completion.
         """
         tokens = self.chat_tokens(messages)
-        chunks = self._stream(tokens, self._params(params, overrides), self.chat_format.stop)
+        chosen = self._params(params if params is not None else self.chat_defaults, overrides)
+        chunks = self._stream(tokens, chosen, self.chat_format.stop)
         return chunks if stream else collect(chunks)
 
     def chat_tokens(self, messages: Sequence[Message | Mapping[str, Any]]) -> list[int]:

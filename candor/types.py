@@ -100,7 +100,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     seed: int | None = None  # None: a fresh random seed per request
     stop: tuple[str, ...] = ()
-    max_tokens: int | None = None  # None: until end of generation or the context is full
+    # None: until end of generation or the context is full; -1 (Ollama's num_predict -1, and -2) says so
+    # where None would keep a default limit (`with_overrides` ignores None)
+    max_tokens: int | None = None
     ignore_eos: bool = False  # keep decoding past end-of-generation (benchmarks)
     grammar: str | None = None  # GBNF that constrains decoding (structured output)
     # None: no log-probabilities; 0: each sampled token's own; N (1..20): also the N most likely tokens
@@ -123,11 +125,15 @@ class SamplingParams:
             raise InvalidParameter(f"seed must be an integer; got {self.seed!r}")
         if self.seed is not None and not 0 <= self.seed < 2**32:
             raise InvalidParameter(f"seed must be between 0 and {2**32 - 1}; got {self.seed}")
+        if self.max_tokens in (-1, -2) and not isinstance(self.max_tokens, bool):
+            object.__setattr__(self, "max_tokens", None)
         if self.max_tokens is not None:
             if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
                 raise InvalidParameter(f"max_tokens must be an integer; got {self.max_tokens!r}")
             if self.max_tokens < 1:
-                raise InvalidParameter(f"max_tokens must be at least 1; got {self.max_tokens}")
+                raise InvalidParameter(
+                    f"max_tokens must be at least 1, or -1 for no limit; got {self.max_tokens}"
+                )
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         stops = tuple(self.stop)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from candor.errors import InvalidParameter
-from candor.textstream import StopMatcher
+from candor.textstream import GluedStop, StopMatcher
 
 
 def expected_output(text: str, stops: Sequence[str]) -> str:
@@ -146,3 +146,63 @@ def test_each_push_scans_only_the_held_tail_and_new_text() -> None:
         assert matcher.push("token ") == ("token ", False)
     assert matcher.push("<|en") == ("", False)
     assert matcher.push("d|>") == ("", True)
+
+
+def expected_glued_output(text: str, stops: Sequence[str]) -> str:
+    """As expected_output, where a GluedStop counts only after a letter or at a line's start, and cuts the
+    word it is glued to and the spaces before that word."""
+    plain = {s for s in stops if not isinstance(s, GluedStop)}  # a plain stop string overrules its twin
+    found = []
+    for stop in [s for s in stops if not (isinstance(s, GluedStop) and s in plain)]:
+        for start in range(len(text) - len(stop) + 1):
+            before = text[start - 1] if start else ""
+            counts = not isinstance(stop, GluedStop) or before in ("", "\n") or before.isalpha()
+            if text.startswith(stop, start) and counts:
+                cut = start
+                if isinstance(stop, GluedStop):
+                    cut = len(text[:start].rstrip("ab")) if before.isalpha() else start
+                    cut = len(text[:cut].rstrip(" \t")) if before.isalpha() else cut
+                found.append((start + len(stop), start, cut))
+                break
+    return text[: min(found)[2]] if found else text
+
+
+GLUED_ALPHABET = "ab .\t\n"
+
+
+@settings(max_examples=500)
+@given(
+    text=st.text(alphabet=GLUED_ALPHABET, max_size=60),
+    stops=st.lists(
+        st.builds(
+            lambda s, glued: GluedStop(s) if glued else s,
+            st.text(alphabet=GLUED_ALPHABET, min_size=1, max_size=4),
+            st.booleans(),
+        ),
+        max_size=3,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=20),
+)
+def test_a_glued_stop_counts_only_without_a_space_before_however_the_text_is_split(
+    text: str, stops: list[str], cuts: list[int]
+) -> None:
+    assert stream(stops, split_at(text, cuts))[0] == expected_glued_output(text, stops)
+
+
+def test_a_glued_stop_is_a_role_line_not_a_word_of_the_answer() -> None:
+    role = [GluedStop("user\n")]
+    assert stream(role, ["Why? mendatang", "user", "\nWhat"])[:2] == ("Why?", True)  # the stray word goes too
+    assert stream(role, ["Why?", " mend", "atang", "user\n"])[:2] == ("Why?", True)
+    assert stream(role, ["Hi\n", "user\n"])[:2] == ("Hi\n", True)
+    assert stream(role, ["user\nHi"])[:2] == ("", True)
+    assert stream(role, ["ask the ", "user", "\nnow"])[:2] == ("ask the user\nnow", False)
+    assert stream(role, ["ask the\t", "user\n"])[:2] == ("ask the\tuser\n", False)
+    assert stream(role, ["x = self.", "user\n"])[:2] == ("x = self.user\n", False)
+
+
+def test_with_a_glued_stop_the_last_word_waits_for_the_next() -> None:
+    matcher = StopMatcher([GluedStop("user\n")])
+    assert matcher.push("Hello") == ("", False)
+    assert matcher.push(" world") == ("Hello", False)
+    assert matcher.push(".") == (" world.", False)
+    assert matcher.flush() == ""

@@ -9,6 +9,8 @@ from typing import Any, Protocol, TextIO
 from candor.cli.licenses import describe, describe_license
 from candor.client import call, stream
 from candor.model import Model
+from candor.options import apply_options
+from candor.prompt import describe_options
 from candor.store.licenses import license_texts, model_license
 from candor.types import Chunk, ChunkStream, FinishReason, Message, SamplingParams, Timings, Usage
 
@@ -31,6 +33,9 @@ class ChatBackend(Protocol):
     def show(self, what: str) -> str | None:
         """/show info, template or license as text; None for anything else."""
 
+    def defaults(self, raw: bool) -> SamplingParams:
+        """The settings answers start from before the user's (raw: without the chat format's)."""
+
 
 class LocalChat:
     """The model loaded in this process."""
@@ -52,6 +57,9 @@ class LocalChat:
             return self.model.generate(messages[-1].content, params=params)
         return self.model.chat(list(messages), params=params)
 
+    def defaults(self, raw: bool) -> SamplingParams:
+        return self.model.defaults if raw else self.model.chat_defaults
+
     def show(self, what: str) -> str | None:
         card = self.model.card
         if what == "info":
@@ -61,6 +69,7 @@ class LocalChat:
                     card.lineage(),
                     f"context window: {self.model.n_ctx} tokens",
                     f"chat format: {self.model.chat_format.describe()}",
+                    *_defaults_line(self.model.chat_format.options),
                 )
             )
         if what == "template":
@@ -114,6 +123,10 @@ class ServerChat:
         finally:
             lines.close()  # hangs up, which cancels the generation on the server
 
+    def defaults(self, raw: bool) -> SamplingParams:
+        # For /show parameters: the server applies them itself (a request sends only what the user set).
+        return apply_options(SamplingParams(), {} if raw else self._candor.get("chat_defaults") or {})
+
     def show(self, what: str) -> str | None:
         if what == "info":
             loaded = call(self.base, "GET", "/api/ps").get("models", [])
@@ -122,6 +135,7 @@ class ServerChat:
             if context:
                 lines.append(f"context window: {context} tokens")
             lines.append(f"chat format: {self._candor.get('chat_format', '')}")
+            lines.extend(_defaults_line(self._candor.get("chat_defaults") or {}))
             lines.append(f"served by the candor server at {self.base}")
             return "\n".join(line for line in lines if line)
         if what == "template":
@@ -140,6 +154,14 @@ class ServerChat:
                 texts=[(source, text)] if text and (files or not about) else [],
             )
         return None
+
+
+def _defaults_line(options: Mapping[str, Any]) -> list[str]:
+    """/show info's line on the defaults a model without a chat template answers with (none: no line)."""
+    if not options:
+        return []
+    why = "no chat template of its own; /set parameter overrides them"
+    return [f"answer defaults: {describe_options(options)} ({why})"]
 
 
 def final_chunk(line: Mapping[str, Any]) -> Chunk:

@@ -50,9 +50,20 @@ def register(sub: Any) -> None:
     parser.add_argument("--top-k", type=int, help="sample among the K likeliest tokens (40; 0 = all)")
     parser.add_argument("--top-p", type=float, help="nucleus sampling threshold (0.95)")
     parser.add_argument("--min-p", type=float, help="drop tokens below this fraction of the top one (0.05)")
-    parser.add_argument("--repeat-penalty", type=float, help="penalise repeated tokens (1.0 = off)")
+    parser.add_argument(
+        "--repeat-penalty",
+        type=float,
+        help="penalise repeated tokens (1.0 = off; 1.1 for a model without a chat template)",
+    )
+    parser.add_argument(
+        "--repeat-last-n", type=int, help="how many recent tokens the penalty looks at (64; -1 = all)"
+    )
     parser.add_argument("--seed", type=int, help="random seed, for repeatable output")
-    parser.add_argument("--max-tokens", type=int, help="stop after this many tokens")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        help="stop after this many tokens (-1 = no limit; 256 for a model without a chat template)",
+    )
     parser.add_argument("--ctx", type=int, help="context window in tokens (CANDOR_CTX, 4096)")
     parser.add_argument("--threads", type=int, help="CPU threads (CANDOR_THREADS)")
     parser.add_argument("--verbose", action="store_true", help="print timings and tokens/s after each answer")
@@ -80,14 +91,15 @@ def _looks_like_model(word: str) -> bool:
     return word.endswith(".gguf") or "/" in word or ":" in word or word in DEFAULT_MODEL_ALIASES
 
 
-def sampling_from(args: argparse.Namespace) -> SamplingParams:
-    """SamplingParams from the command-line flags (unset flags keep the defaults)."""
-    return SamplingParams().with_overrides(
+def sampling_from(args: argparse.Namespace, base: SamplingParams | None = None) -> SamplingParams:
+    """The command-line flags on top of `base`, the model's defaults (unset flags keep them)."""
+    return (base or SamplingParams()).with_overrides(
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         min_p=args.min_p,
         repeat_penalty=args.repeat_penalty,
+        repeat_last_n=args.repeat_last_n,
         seed=args.seed,
         max_tokens=args.max_tokens,
     )
@@ -96,7 +108,7 @@ def sampling_from(args: argparse.Namespace) -> SamplingParams:
 def handle(args: argparse.Namespace) -> int:
     """Run one prompt, or start the interactive chat when stdin is a terminal and no prompt is given."""
     model_ref, prompt = split_words(args.words)
-    params = sampling_from(args)
+    sampling_from(args)  # a bad flag fails before a model loads
     piped = "" if sys.stdin.isatty() else sys.stdin.read()
     if piped.strip():
         prompt = f"{prompt}\n\n{piped}" if prompt else piped
@@ -108,17 +120,18 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     base = None if args.local or _is_path(model_ref) else running_server()
     if base is not None and interactive:
-        return chat(ServerChat(base, model_ref or DEFAULT_MODEL_NAME), params, args, server_options(args))
+        return chat(ServerChat(base, model_ref or DEFAULT_MODEL_NAME), args, server_options(args))
     if base is not None:
         return run_on_server(base, model_ref, prompt, args)
     with load(model_ref, ctx=args.ctx, threads=args.threads) as model:
         if interactive:
-            return chat(LocalChat(model), params, args)
+            return chat(LocalChat(model), args)
         disclose_fallback(model, raw=args.raw)
         if args.raw:
-            stream = model.generate(prompt, params=params)
+            stream = model.generate(prompt, params=sampling_from(args, model.defaults))
         else:
             messages = [Message("system", args.system)] if args.system else []
+            params = sampling_from(args, model.chat_defaults)
             stream = model.chat([*messages, Message("user", prompt)], params=params)
         last = write_stream(stream, sys.stdout)
         if args.verbose and last is not None:
@@ -126,16 +139,11 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-def chat(
-    backend: ChatBackend,
-    params: SamplingParams,
-    args: argparse.Namespace,
-    options: dict[str, Any] | None = None,
-) -> int:
+def chat(backend: ChatBackend, args: argparse.Namespace, options: dict[str, Any] | None = None) -> int:
     """The interactive chat, with the flags' settings (`options`: those the user set, for a server)."""
     session = repl.ChatSession(
         backend,
-        params,
+        sampling_from(args, backend.defaults(args.raw)),
         options=options,
         system=args.system,
         raw=args.raw,
@@ -164,6 +172,7 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         "top_p": args.top_p,
         "min_p": args.min_p,
         "repeat_penalty": args.repeat_penalty,
+        "repeat_last_n": args.repeat_last_n,
         "seed": args.seed,
         "num_predict": args.max_tokens,
         "num_ctx": args.ctx,

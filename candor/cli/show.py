@@ -10,7 +10,7 @@ from typing import Any
 
 from candor.identity import ModelCard, file_sha256, read_card
 from candor.preflight import checked_card
-from candor.prompt import choose_chat_format
+from candor.prompt import choose_chat_format, describe_options
 from candor.store import Store
 from candor.store.claims import check_name
 from candor.store.licenses import license_texts
@@ -54,6 +54,7 @@ def describe(model: str | None) -> dict[str, Any]:
         "description": fmt.describe(),
         "template": fmt.template,
         "stop": list(fmt.stop),
+        "defaults": dict(fmt.options),  # Ollama-named options chat answers start from
     }
     data["store"] = None
     data["name_claims"] = []
@@ -86,6 +87,14 @@ def _source(store: dict[str, Any] | None) -> str | None:
     origin = store.get("origin", {})
     where = origin.get("repo") or origin.get("ollama_name") or origin.get("path") or origin.get("package")
     return f"{store['source']}: {where}" if where else store["source"]
+
+
+def _defaults(options: dict[str, Any]) -> str | None:
+    if not options:
+        return None
+    return (
+        f"{describe_options(options)} (no chat template of its own; chat only, not raw; any option overrides)"
+    )
 
 
 def print_card(data: dict[str, Any], card: ModelCard) -> None:
@@ -134,6 +143,8 @@ def print_card(data: dict[str, Any], card: ModelCard) -> None:
             "Chat template",
             [
                 ("used", data["chat_format"]["description"]),
+                ("stops at", ", ".join(json.dumps(s) for s in data["chat_format"]["stop"]) or None),
+                ("answer defaults", _defaults(data["chat_format"]["defaults"])),
             ],
         ),
         (

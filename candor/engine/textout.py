@@ -11,6 +11,16 @@ from candor.textstream import StopMatcher
 from candor.types import Chunk, FinishReason, SamplingParams, Timings, TokenLogprob, Usage
 
 
+def control_stops(model: NativeModel, stops: Sequence[str]) -> frozenset[int]:
+    """The stop strings that are one control token (`<start_of_turn>`): only the token's id can match."""
+    found = set()
+    for stop in stops:
+        tokens = model.tokenize(stop, add_special=False, parse_special=True)
+        if len(tokens) == 1 and not model.piece(tokens[0]):
+            found.add(tokens[0])
+    return frozenset(found)
+
+
 class TextOut:
     """Feed it each sampled token; it says what text to emit and when the sequence is finished."""
 
@@ -19,7 +29,9 @@ class TextOut:
         self._ignore_eos = params.ignore_eos
         self._limit = params.max_tokens
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stops = StopMatcher((*params.stop, *extra_stop))
+        stops = (*params.stop, *extra_stop)
+        self._stops = StopMatcher(stops)
+        self._stop_tokens = control_stops(model, stops)
         self._stopped = False
         self.generated: list[int] = []
         self.pending: list[int] = []  # tokens whose text has not been emitted yet
@@ -35,11 +47,14 @@ class TextOut:
         if not self._ignore_eos and self._model.is_eog(token):
             self.finish = FinishReason.STOP
             return None
-        self.generated.append(token)
-        self.pending.append(token)
-        if logprob is not None:
-            self.pending_logprobs.append(logprob)
-        text, hit = self._stops.push(self._utf8.decode(self._model.piece(token)))
+        if token in self._stop_tokens:  # a stop string that is one control token, which renders as nothing
+            text, hit = self._stops.flush(), True
+        else:
+            self.generated.append(token)
+            self.pending.append(token)
+            if logprob is not None:
+                self.pending_logprobs.append(logprob)
+            text, hit = self._stops.push(self._utf8.decode(self._model.piece(token)))
         if hit:
             self._stopped = True
             self.finish = FinishReason.STOP

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from candor.textstream import GluedStop
 
 
 @dataclass(frozen=True)
@@ -13,7 +18,7 @@ class Fallback:
     tokens: frozenset[str]  # all must be in the model's vocabulary; empty matches any model
     evidence: str  # how the vocabulary shows the format, for ChatFormat.describe()
     template: str
-    stop: tuple[str, ...]
+    stop: tuple[str, ...]  # every turn marker: a base model that writes one has ended its answer
 
 
 # Gemma has no system role: like Gemma's own template, the system text opens the first user turn,
@@ -120,6 +125,10 @@ GENERIC = """\
 {%- endif -%}
 """
 
+# A base Gemma writes a stray word where a turn marker belongs (the markers' own logits are far below any
+# word's), then the role line: "...blue? mendatanguser\n" ends at "blue?"; "the user\n" is answer text.
+ROLE_LINES = (GluedStop("user\n"), GluedStop("model\n"))
+
 # First match wins; the last row matches every model.
 FALLBACKS: tuple[Fallback, ...] = (
     Fallback(
@@ -127,7 +136,7 @@ FALLBACKS: tuple[Fallback, ...] = (
         frozenset({"<start_of_turn>", "<end_of_turn>"}),
         "its vocabulary has Gemma's turn tokens",
         GEMMA,
-        ("<end_of_turn>",),
+        ("<end_of_turn>", "<start_of_turn>", *ROLE_LINES),
     ),
     Fallback(
         "chatml",
@@ -148,23 +157,30 @@ FALLBACKS: tuple[Fallback, ...] = (
         frozenset({"[INST]", "[/INST]"}),
         "its vocabulary has Mistral's [INST] tokens",
         MISTRAL,
-        ("[INST]",),
+        ("[INST]", "[/INST]"),
     ),
     Fallback(
         "phi3",
         frozenset({"<|user|>", "<|assistant|>", "<|end|>"}),
         "its vocabulary has Phi-3's turn tokens",
         PHI3,
-        ("<|end|>", "<|user|>"),
+        ("<|end|>", "<|user|>", "<|assistant|>", "<|system|>"),
     ),
     Fallback(
         "generic",
         frozenset(),
         "its vocabulary has no turn tokens candor recognizes, so turns are marked in plain text",
         GENERIC,
-        ("### User:", "### System:", "### Tool:"),
+        ("### User:", "### System:", "### Tool:", "### Assistant:"),
     ),
 )
 
 # Every token some fallback looks for: the set a caller should test the vocabulary for.
 TURN_TOKENS: frozenset[str] = frozenset().union(*(row.tokens for row in FALLBACKS))
+
+# A model with no chat template of its own is usually a base model: it seldom ends its turn, and a small one
+# repeats itself until the context is full. Ollama's repeat penalty breaks the loops, and a screenful of
+# tokens bounds the rest (Ollama's own num_predict default was once 128). Ollama's option names.
+UNTEMPLATED_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"num_predict": 256, "repeat_penalty": 1.1, "repeat_last_n": 64}
+)

@@ -8,7 +8,7 @@ from typing import Any
 
 from candor.errors import ContextOverflow, InvalidParameter
 from candor.prompt.budget import RenderLimits, measure
-from candor.prompt.fallbacks import FALLBACKS, Fallback
+from candor.prompt.fallbacks import FALLBACKS, UNTEMPLATED_DEFAULTS, Fallback
 from candor.prompt.sandbox import render_template
 from candor.types import Message
 
@@ -52,11 +52,22 @@ class ChatFormat:
             else "the model's chat template"
         )
 
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """Sampling defaults (Ollama's names) for answers in this format: a fallback's model has no chat
+        template, so it is bounded (see UNTEMPLATED_DEFAULTS); a model's own template needs none."""
+        return UNTEMPLATED_DEFAULTS if self.is_fallback else {}
+
     def describe(self) -> str:
         """Say in one line which format this is and why it was chosen."""
         if not self.is_fallback:
             return "the model's own chat template"
         return f"fallback chat format '{self.name}' ({self.reason})" if self.reason else self.origin
+
+
+def describe_options(options: Mapping[str, Any]) -> str:
+    """Options as one line, `num_predict 256, repeat_penalty 1.1, ...` ("" for none)."""
+    return ", ".join(f"{name} {value}" for name, value in options.items())
 
 
 def _fallback(row: Fallback, reason: str) -> ChatFormat:

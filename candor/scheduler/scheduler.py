@@ -47,9 +47,11 @@ class SchedulerConfig:
     allow_paths: bool = True  # the HTTP server sets False: requests name models, never files
 
 
-def defaults_of(entry: StoreEntry | None) -> SamplingParams:
-    """Sampling defaults from a store entry's parameters (an imported Ollama model's params layer)."""
-    return apply_options(SamplingParams(), entry.parameters if entry else {})
+def defaults_of(entry: StoreEntry | None, fmt: ChatFormat | None = None) -> SamplingParams:
+    """Sampling defaults: for chat answers the chat format's (a model without a template is bounded),
+    then a store entry's parameters (an imported Ollama model's params layer)."""
+    base = apply_options(SamplingParams(), fmt.options) if fmt is not None else SamplingParams()
+    return apply_options(base, entry.parameters if entry else {})
 
 
 def physical_memory() -> int:
@@ -457,11 +459,20 @@ class Scheduler:
             return loaded.entry
         return self.store.find(model)
 
-    def defaults(self, model: str | None) -> SamplingParams:
-        """The sampling defaults a name carries (an imported Ollama model's parameters). Loads nothing:
-        the server calls it on its event loop."""
-        _, _, entry = self._key(model)
-        return defaults_of(entry)
+    def defaults(self, model: str | None, *, chat: bool = False) -> SamplingParams:
+        """The sampling defaults a name carries (an imported Ollama model's parameters), and with `chat`
+        its chat format's. Loads nothing: the server calls it on its event loop."""
+        key, path, entry = self._key(model)
+        if not chat:
+            return defaults_of(entry)
+        with self._lock:
+            loaded = self._models.get(key)
+        if loaded is not None:
+            return defaults_of(entry, loaded.chat_format)
+        card = checked_card(path)  # not loaded (yet, or any more): the file's header says
+        return defaults_of(
+            entry, choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
+        )
 
     @staticmethod
     def _params(
@@ -523,7 +534,7 @@ class Scheduler:
                 tools=tools,
                 variables=variables,
             )
-            sampling = self._params(defaults_of(entry), params, options or {})
+            sampling = self._params(defaults_of(entry, loaded.chat_format), params, options or {})
             self._admit(loaded)
             stop = loaded.chat_format.stop
             handle = loaded.runner.generate(

@@ -182,11 +182,13 @@ def test_interactive_chat_in_a_terminal(default_model_path: Path) -> None:
         child.sendline("/set system You are terse.")
         child.expect("Set system message.")
         child.sendline("/show parameters")
+        child.expect(r"repeat_penalty\s+1\.1")  # the default model has no chat template: Ollama's penalty
         child.expect(r"num_predict\s+12")
         child.sendline("/show system")
         child.expect("You are terse.")
         child.sendline("/show info")
         child.expect("gemma3")
+        child.expect("answer defaults: num_predict 256, repeat_penalty 1.1, repeat_last_n 64")
         child.sendline("Name a colour.")
         child.expect(">>> ")
         child.sendline("/clear")

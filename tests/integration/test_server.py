@@ -85,8 +85,9 @@ def test_openai_client_chat_completion_and_embeddings(server: str) -> None:
     whole = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=10, temperature=0
     )
-    assert whole.choices[0].finish_reason == "length" and whole.usage is not None
-    assert whole.usage.completion_tokens == 10 and whole.id.startswith("chatcmpl-")
+    # The default model may end its turn within 10 tokens (its fallback format stops at turn markers).
+    assert whole.choices[0].finish_reason in ("stop", "length") and whole.usage is not None
+    assert 0 < whole.usage.completion_tokens <= 10 and whole.id.startswith("chatcmpl-")
     stream = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "Hello"}],
@@ -98,7 +99,9 @@ def test_openai_client_chat_completion_and_embeddings(server: str) -> None:
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
+    assert (
+        chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    )
     completion = client.completions.create(
         model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0
     )

@@ -14,6 +14,7 @@ from candor.prompt import (
     fallback_format,
     render_chat,
 )
+from candor.prompt.fallbacks import FALLBACKS
 from candor.types import Message
 
 GEMMA_TOKENS = {"<start_of_turn>", "<end_of_turn>"}
@@ -130,6 +131,14 @@ def test_fallback_renders_exactly(name: str) -> None:
 )
 def test_fallbacks_carry_their_stop_strings(name: str, stop: str) -> None:
     assert stop in fallback_format(name).stop
+
+
+@pytest.mark.parametrize("name", FALLBACK_NAMES)
+def test_fallbacks_stop_at_every_turn_marker(name: str) -> None:
+    # A base model that writes any marker of the format, opening a turn or closing one, has ended its answer.
+    row = next(row for row in FALLBACKS if row.name == name)
+    markers = row.tokens or {f"### {role}:" for role in ("System", "User", "Assistant", "Tool")}
+    assert markers <= set(fallback_format(name).stop)
 
 
 def test_gemma_fallback_system_handling() -> None:

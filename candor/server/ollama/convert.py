@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -103,3 +104,15 @@ def model_info(card: ModelCard) -> dict[str, Any]:
     info = dict(card.metadata)
     info["general.parameter_count"] = card.parameter_count
     return info
+
+
+def parameters(options: Mapping[str, Any], stop: Sequence[str] = ()) -> str:
+    """/api/show's `parameters`: one `name value` line each (strings quoted, one line per stop string);
+    `stop` comes first (the chat format's), then any in `options`."""
+    extra = options.get("stop") or ()
+    stops = [*stop, *([extra] if isinstance(extra, str) else extra)]
+    rows = [("stop", value) for value in dict.fromkeys(stops)]
+    rows += [(name, value) for name, value in options.items() if name != "stop"]
+    return "\n".join(
+        f"{name} {json.dumps(value) if isinstance(value, str) else value}" for name, value in rows
+    )

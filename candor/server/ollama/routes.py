@@ -138,7 +138,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response | dict[s
     sched = scheduler_of(request)
     ctx = context_option(body.options)
     loaded, waited = await _timed_load(request, body.model, ctx=ctx, keep_alive=keep_alive)
-    params = _params(sched.defaults(body.model), logprobs)
+    params = _params(sched.defaults(body.model, chat=not body.raw), logprobs)
     plan, reader = None, None
     if body.raw:
         handle = sched.generate(
@@ -233,7 +233,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
         body.model,
         messages,
         options=options,
-        params=_params(sched.defaults(body.model), logprobs),
+        params=_params(sched.defaults(body.model, chat=True), logprobs),
         keep_alive=keep_alive,
         ctx=ctx,
         tools=plan.tools,
@@ -352,7 +352,7 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
     fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
     files = license_texts(store, entry)
     licence = "\n\n".join(readable(p) for p in files) or (card.license or "")
-    parameters = "\n".join(f"{k} {v}" for k, v in (entry.parameters if entry else {}).items())
+    parameters = convert.parameters({**fmt.options, **(entry.parameters if entry else {})}, fmt.stop)
     response = JSONResponse(
         {
             "license": licence,
@@ -369,6 +369,7 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
                 "identity": card.lineage(),
                 "chat_format": fmt.describe(),
                 "chat_format_fallback": fmt.is_fallback,
+                "chat_defaults": dict(fmt.options),  # what answers start from without a template of its own
                 "name_claims": [c.message for c in check_name(entry.name, card)] if entry else [],
                 # what `candor licenses MODEL` shows besides the text (Ollama's `license` above)
                 "license": {

@@ -156,7 +156,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         body.model,
         messages,
         options=options,
-        params=_params(sched.defaults(body.model), body.ignore_eos, logprobs),
+        params=_params(sched.defaults(body.model, chat=True), body.ignore_eos, logprobs),
         tools=plan.tools,
         variables=plan.variables,
     )
