@@ -4,6 +4,7 @@ headless Chromium through Selenium and chromedriver."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -127,6 +128,39 @@ def finished(driver: WebDriver, timeout: float = 60) -> dict[str, Any]:
     return reply
 
 
+def tokens_in(reply: dict[str, Any]) -> int:
+    """The token count an answer's stats line shows."""
+    found = re.search(r"(\d+) tokens\b", reply["stats"])
+    assert found, reply
+    return int(found.group(1))
+
+
+def streaming(driver: WebDriver) -> None:
+    """Return while the last answer streams text. The default model may end an answer by itself early (at
+    one of its turn markers); then ask again (Regenerate), as a user wanting a long one would."""
+    for _ in range(5):
+        reply = wait_for(
+            driver, lambda: (r := last_reply(driver)) and (r["text"] or not r["busy"]) and r, "streamed text"
+        )
+        if reply["busy"]:
+            assert driver.find_element(By.ID, "stop").is_enabled()
+            return
+        driver.find_element(By.ID, "regenerate").click()
+    raise AssertionError("five answers in a row ended before they could be stopped")
+
+
+def stopped_by_escape(driver: WebDriver) -> dict[str, Any]:
+    """Press Escape while the last answer streams (it stops, as the Stop button does) and return it."""
+    for _ in range(5):
+        streaming(driver)
+        driver.find_element(By.ID, "prompt").send_keys(Keys.ESCAPE)
+        reply = finished(driver, timeout=10)
+        if "stopped by you" in reply["stats"]:
+            return reply
+        driver.find_element(By.ID, "regenerate").click()  # it ended between the look and the key
+    raise AssertionError("five answers in a row ended before Escape")
+
+
 def counter(server: str, name: str) -> float:
     """One of the server's Prometheus counters."""
     for line in httpx.get(server + "/metrics").text.splitlines():
@@ -231,18 +265,17 @@ def test_chat_streams_stops_regenerates_and_survives_a_reload(server: str, brows
     lengths = [n for n in driver.execute_script("return window.lengths") if n]
     assert len(set(lengths)) >= 2 and lengths == sorted(lengths), lengths  # streamed: the text grew
     assert first["text"] and not first["error"], first
-    assert "token limit reached" in first["stats"]
-    assert "16 tokens" in first["stats"] and "tokens/s" in first["stats"] and "first token" in first["stats"]
+    # The default model may end its answer before the limit (at one of its turn markers).
+    count = tokens_in(first)
+    assert 1 <= count <= 16 and ("token limit reached" not in first["stats"] or count == 16), first
+    assert "tokens/s" in first["stats"] and "first token" in first["stats"]
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "web-chat.png"))
 
     set_settings(driver, num_predict="4000")
     send(driver, "Tell me a very long story about a dragon.")
-    wait_for(driver, lambda: (r := last_reply(driver)) and r["count"] == 2 and r["text"], "streamed text")
-    assert driver.find_element(By.ID, "stop").is_enabled()
-    driver.find_element(By.ID, "prompt").send_keys(Keys.ESCAPE)  # Escape stops, as the Stop button does
-    stopped = finished(driver, timeout=10)
-    assert "stopped by you" in stopped["stats"] and "first token" in stopped["stats"], stopped
+    stopped = stopped_by_escape(driver)
+    assert stopped["count"] == 2 and "first token" in stopped["stats"], stopped
     time.sleep(0.5)
     assert last_reply(driver) == stopped  # nothing arrives after the stop
     assert not driver.find_element(By.ID, "stop").is_enabled()
@@ -251,7 +284,7 @@ def test_chat_streams_stops_regenerates_and_survives_a_reload(server: str, brows
     set_settings(driver, num_predict="6")
     driver.find_element(By.ID, "regenerate").click()
     again = finished(driver)
-    assert again["count"] == 2 and "6 tokens" in again["stats"] and "stopped by you" not in again["stats"], (
+    assert again["count"] == 2 and 1 <= tokens_in(again) <= 6 and "stopped by you" not in again["stats"], (
         again
     )
 
@@ -271,7 +304,7 @@ def test_chat_streams_stops_regenerates_and_survives_a_reload(server: str, brows
     mine = next(c for c in chats if c["title"] == "Why is the sky blue?")
     assert [m["role"] for m in mine["messages"]] == ["user", "assistant", "user", "assistant"]
     assert mine["messages"][0]["content"] == "Why is the sky blue?\nAnswer briefly."
-    assert mine["model"] == MODEL and mine["messages"][1]["stats"]["eval_count"] == 16
+    assert mine["model"] == MODEL and mine["messages"][1]["stats"]["eval_count"] == count
 
     assert driver.get_log("browser") == []  # no script error, no CSP violation, no failed request
 
@@ -323,12 +356,9 @@ def test_busy_server_and_a_model_that_fails_to_load_are_explained(
     done = threading.Event()
 
     def hold_the_model() -> None:  # another client decoding with the 4096-token context
-        body = {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "Count."}],
-            "options": {"num_predict": 4000},
-        }
-        with httpx.stream("POST", server + "/api/chat", json=body, timeout=60) as response:
+        # raw completion, past end-of-text: a chat answer could end before the browser asks
+        body = {"model": MODEL, "prompt": "Count.", "max_tokens": 4000, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", server + "/v1/completions", json=body, timeout=60) as response:
             for _ in response.iter_lines():
                 streaming.set()
                 if done.is_set():
@@ -378,7 +408,7 @@ def test_api_key_is_asked_for_kept_in_the_tab_and_a_dropped_connection_is_explai
         new_chat(driver, MODEL)
         set_settings(driver, num_predict="4000")
         send(driver, "Tell me a long story.")
-        wait_for(driver, lambda: (r := last_reply(driver)) and r["text"], "streamed text with the key")
+        streaming(driver)
         proc.kill()  # the server goes away mid-answer
         dropped = finished(driver, timeout=15)
         assert "connection to the server dropped" in dropped["error"] and dropped["text"], dropped
