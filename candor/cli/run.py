@@ -14,8 +14,9 @@ from typing import Any, TextIO
 
 from candor.cli import repl
 from candor.cli.chat_backends import ChatBackend, LocalChat, ServerChat, final_chunk
+from candor.cli.server_option import add_host_option, required_server
 from candor.cli.stats import print_stats
-from candor.client import running_server, stream
+from candor.client import running_server, server_url, stream
 from candor.defaults import DEFAULT_MODEL_NAME
 from candor.errors import InvalidParameter
 from candor.model import Model, load
@@ -73,6 +74,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="load the model in this process even when a candor server is running",
     )
+    add_host_option(parser, what="run on the candor server there, which must be running")
     parser.set_defaults(handler=handle)
 
 
@@ -118,7 +120,13 @@ def handle(args: argparse.Namespace) -> int:
     if not prompt.strip() and not interactive:
         print("Error: the prompt is empty; pass it as an argument or on stdin", file=sys.stderr)
         return 1
-    base = None if args.local or _is_path(model_ref) else running_server()
+    if args.host and (args.local or _is_path(model_ref)):
+        raise InvalidParameter(
+            "--host runs a stored model on a server; drop it to load a .gguf path or --local"
+        )
+    base = None if args.local or _is_path(model_ref) else running_server(server_url(args.host))
+    if base is None and args.host:
+        required_server(args.host)  # says that none answers there, and how to start one
     if base is not None and interactive:
         return chat(ServerChat(base, model_ref or DEFAULT_MODEL_NAME), args, server_options(args))
     if base is not None:

@@ -306,6 +306,12 @@ def test_candor_ps_and_stop_use_the_running_server(server: str) -> None:
     assert nobody.returncode == 1 and "no candor server is running" in nobody.stderr
 
 
+def served(server: str) -> float:
+    """Generations the server has finished (its Prometheus counter)."""
+    lines = httpx.get(server + "/metrics").text.splitlines()
+    return float(next(line for line in lines if line.startswith("candor_requests_total ")).split()[1])
+
+
 def test_candor_ps_and_stop_take_the_server_from_host(server: str) -> None:
     # The environment points at nobody: --host alone must find the server.
     env = {**os.environ, "CANDOR_HOST": f"127.0.0.1:{free_port()}"}
@@ -328,6 +334,12 @@ def test_candor_ps_and_stop_take_the_server_from_host(server: str) -> None:
     bad = candor("stop", MODEL, "--host", "localhost:port")
     assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "HOST[:PORT]" in bad.stderr
     assert "Traceback" not in bad.stderr
+    before = served(server)
+    ran = candor("run", "--host", host, "--max-tokens", "2", "Hi")  # the answer comes from that server
+    assert ran.returncode == 0 and ran.stdout.strip(), ran.stderr
+    assert served(server) == before + 1
+    absent = candor("run", "--host", env["CANDOR_HOST"], "Hi")  # asked for a server: never loads here
+    assert absent.returncode == 1 and "no candor server is running at" in absent.stderr
 
 
 WARM_NS = 100_000_000  # a model already up is "loaded" in microseconds; this allows for a busy machine
