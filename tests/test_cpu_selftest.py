@@ -181,7 +181,7 @@ def test_a_crash_after_a_failed_selftest_points_at_the_cpu(
     home = fresh(tmp_path)
     cpu_verdict(home)
     hint = crash_hint("SIGSEGV", home)
-    assert "SIGSEGV is the CPU, not the model file" in hint and "CPU_REPACK" in hint
+    assert "SIGSEGV points at the CPU rather than the model file" in hint and "CPU_REPACK" in hint
     assert "candor doctor" in hint and "CANDOR_CPU_BUFFERS=none" in hint
 
 

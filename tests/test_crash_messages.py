@@ -80,9 +80,14 @@ def test_a_runner_killed_after_a_failed_selftest_names_the_cpu_not_the_file(
         assert not cpu_verdict(tmp_path).passed
     for sig in (signal.SIGILL, signal.SIGSEGV):
         message = load_killed_by(sig, tiny_model_path, tmp_path)
-        assert f"killed by {sig.name}" in message and f"{sig.name} is the CPU, not the model file" in message
+        assert (
+            f"killed by {sig.name}" in message
+            and f"{sig.name} points at the CPU rather than the model file" in message
+        )
         assert "CPU_REPACK" in message and "candor doctor" in message and "CANDOR_CPU_BUFFERS=none" in message
         assert "damaged" not in message and "download" not in message
+    # killed from outside (the OOM killer, a user): not the CPU, even here
+    assert "points at the CPU" not in load_killed_by(signal.SIGKILL, tiny_model_path, tmp_path)
 
 
 def test_sigill_names_the_cpu_where_the_selftest_passed(tiny_model_path: Path, tmp_path: Path) -> None:
@@ -97,7 +102,7 @@ def test_another_crash_on_a_sound_cpu_blames_the_file_only_when_it_is_damaged(
     store_verdict(tmp_path, Verdict(extra_buffer_types=("CPU_REPACK",)))
     intact = load_killed_by(signal.SIGSEGV, tiny_model_path, tmp_path)
     assert "killed by SIGSEGV" in intact and "passes candor's checks" in intact
-    assert "damaged" not in intact and "is the CPU" not in intact
+    assert "damaged" not in intact and "points at the CPU" not in intact
     cut = tmp_path / "cut.gguf"
     shutil.copyfile(tiny_model_path, cut)
     os.truncate(cut, cut.stat().st_size // 2)  # what a re-check of the file finds

@@ -244,20 +244,24 @@ def choose_cpu_buffers(mode: str, home: Path, *, threads: int = 2) -> CpuBuffers
     return CpuBuffers(False, f"no extra CPU buffer types: {verdict.summary()}", verdict)
 
 
+# Signals a CPU fault raises; SIGKILL, SIGTERM (someone stopped it), SIGABRT (an assertion) are not the CPU
+CPU_FAULT_SIGNALS = ("SIGILL", "SIGSEGV", "SIGBUS", "SIGFPE")
+
+
 def crash_hint(signal_name: str, home: Path) -> str:
     """What a llama.cpp process killed by `signal_name` tells about the CPU: a sentence pointing at the
-    self-test and CANDOR_CPU_BUFFERS when it died by SIGILL or where the self-test failed, else ""."""
-    verdict = remembered(home)
-    failed = verdict is not None and not verdict.passed and not verdict.error
-    if not failed and signal_name != "SIGILL":
+    self-test and CANDOR_CPU_BUFFERS for SIGILL, or for a fault where the self-test failed; else ""."""
+    if signal_name not in CPU_FAULT_SIGNALS:
         return ""
-    cause = (
-        f"on this machine {verdict.summary()}"
-        if failed and verdict is not None
-        else "an illegal instruction: this llama.cpp build uses a CPU feature this machine does not run"
-    )
+    verdict = remembered(home)
+    if verdict is not None and not verdict.passed and not verdict.error:
+        cause = verdict.summary()
+    elif signal_name == "SIGILL":
+        cause = "an illegal instruction: this llama.cpp build uses a CPU feature this machine does not run"
+    else:
+        return ""
     return (
-        f"{signal_name} is the CPU, not the model file: {cause}. Run `candor doctor` for the CPU self-test "
-        "and a llama.cpp build for this CPU; CANDOR_CPU_BUFFERS=none loads without llama.cpp's extra CPU "
-        "buffer types"
+        f"{signal_name} points at the CPU rather than the model file ({cause}). Run `candor doctor` for the "
+        "CPU self-test and a llama.cpp build for this CPU; CANDOR_CPU_BUFFERS=none loads without llama.cpp's "
+        "extra CPU buffer types"
     )

@@ -252,7 +252,7 @@ class RunnerProcess:
         hint = self._cpu_hint()
         error = RunnerCrashed(
             f"the runner of {self.name} stopped ({self._exit_text()}) while serving this request; "
-            + (f"{hint}" if hint else "the model reloads on the next request")
+            "the model reloads on the next request" + (f". {hint}" if hint else "")
         )
         with self._state_lock:
             handles, self._handles = self._handles, {}
