@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from candor.engine import build_info
+from candor.engine.build_info import build_info
 from candor.engine.support import ggml_type_supported
 from candor.errors import InvalidModelFile, UnsupportedModel
 from candor.gguf_file import GGUFHeader, read_gguf

@@ -40,3 +40,14 @@ def test_every_command_and_alias_is_registered_by_its_module() -> None:
     for command, module in COMMANDS.items():
         alone = build_parser([module])._subparsers._group_actions[0].choices  # type: ignore[union-attr]
         assert command in alone
+
+
+def test_the_engine_package_names_what_it_lists_whatever_was_imported_first() -> None:
+    # A lazy name that is also a submodule's would turn into that module once the submodule is loaded.
+    probe = (
+        "import importlib, pkgutil, types, candor.engine as e\n"
+        "for m in pkgutil.iter_modules(e.__path__): importlib.import_module('candor.engine.' + m.name)\n"
+        "print([n for n in e.__all__ if isinstance(getattr(e, n), types.ModuleType)])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -13,6 +13,8 @@ import gguf_factory as gf
 import pytest
 
 from candor import gguf_file
+from candor.config import Settings
+from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.errors import InvalidModelFile, ModelNotFound, UnsupportedModel
 from candor.gguf_file import GGML_TYPES, ArraySummary, read_gguf
 
@@ -256,8 +258,22 @@ def test_random_corruption_never_escapes_as_another_error(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("tensor_type", "n_kv_heads"), [("F32", 4), ("Q8_0", 2)])
-def test_factory_model_runs_in_llama_cpp(tmp_path: Path, tensor_type: str, n_kv_heads: int) -> None:
+def test_factory_model_runs_in_llama_cpp(
+    tmp_path: Path, tensor_type: str, n_kv_heads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
+    # The Llama class has no argument for the extra CPU buffer types: load with those candor chose, so
+    # none on a CPU whose AMX kernels crash (they did here, on the Q8_0 model).
+    settings = Settings.from_env()
+    extra = choose_cpu_buffers(settings.cpu_buffers, settings.home, threads=settings.threads).extra
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+    def model_params() -> object:
+        params = defaults()
+        params.use_extra_bufts = extra
+        return params
+
+    monkeypatch.setattr(llama_cpp.llama_cpp, "llama_model_default_params", model_params)
     path = gf.write_tiny_llama(tmp_path / "m.gguf", tensor_type=tensor_type, n_kv_heads=n_kv_heads)
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, verbose=False)
     vocab = gf.vocabulary()

@@ -10,7 +10,7 @@ from typing import Any
 
 from candor import __version__
 from candor.config import Settings, describe
-from candor.engine import build_info
+from candor.engine.build_info import build_info
 from candor.engine.cpu_build import advertises_amx, amx_free_build_command, cpu_name
 from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.plan import huge_pages_status

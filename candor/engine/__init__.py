@@ -1,7 +1,8 @@
 """The only package that imports llama_cpp: models, contexts, sampling and the generation loop.
 
 Its modules load llama.cpp when they are imported; the package itself does not, so that the CPU
-self-test's parent side (cpu_selftest, cpu_build) can be used without it.
+self-test's parent side (cpu_selftest, cpu_build) can be used without it. The build_info function is
+imported from its module: the package's attribute of that name is the module, once it is loaded.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from candor.engine.build_info import BuildInfo, build_info
+    from candor.engine.build_info import BuildInfo
     from candor.engine.context import ContextConfig, NativeContext
     from candor.engine.embed import Embedder
     from candor.engine.generate import SequenceRunner
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "BuildInfo": "candor.engine.build_info",
-    "build_info": "candor.engine.build_info",
     "ContextConfig": "candor.engine.context",
     "NativeContext": "candor.engine.context",
     "Embedder": "candor.engine.embed",
@@ -40,5 +40,4 @@ __all__ = [
     "NativeContext",
     "NativeModel",
     "SequenceRunner",
-    "build_info",
 ]

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from near_tie import NEAR_TIE, check_drift, ranked
 
 from candor import SamplingParams
 from candor.engine import ContextConfig, NativeContext, NativeModel
 from candor.engine.batching import BatchEngine, EngineRequest
+from candor.types import TokenLogprob
 
 PROMPTS = [
     "The history of the printing press begins",
@@ -23,7 +25,6 @@ PROMPTS = [
     "The weather today is",
 ]
 GREEDY = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
-NEAR_TIE = 0.5  # logits this close may swap places between batched and single-sequence arithmetic
 
 
 @pytest.fixture(scope="module")
@@ -33,47 +34,44 @@ def native(default_model_path: Path) -> Iterator[NativeModel]:
     model.close()
 
 
-def run_batch(model: NativeModel, prompts: list[list[int]], slots: int) -> dict[int, list[int]]:
+def run_batch(
+    model: NativeModel, prompts: list[list[int]], slots: int, params: SamplingParams = GREEDY
+) -> dict[int, list[tuple[int, TokenLogprob]]]:
+    """Each request's tokens with their log-probabilities (their own only, unless `params` asks for more)."""
     eng = BatchEngine(
         model, ContextConfig(n_ctx=2048 * slots, n_threads=2, n_seq_max=slots), max_request_tokens=2048
     )
+    params = params.with_overrides(logprobs=params.logprobs or 0)
     try:
         for i, prompt in enumerate(prompts):
-            assert eng.submit(EngineRequest(i, tuple(prompt), GREEDY)) is None
-        out: dict[int, list[int]] = {i: [] for i in range(len(prompts))}
+            assert eng.submit(EngineRequest(i, tuple(prompt), params)) is None
+        out: dict[int, list[tuple[int, TokenLogprob]]] = {i: [] for i in range(len(prompts))}
         while eng.busy:
             for event in eng.step():
                 assert event.error is None
                 if event.chunk is not None:
-                    out[event.request_id].extend(event.chunk.tokens)
+                    chunk = event.chunk
+                    out[event.request_id].extend(zip(chunk.tokens, chunk.logprobs, strict=True))
         return out
     finally:
         eng.close()
 
 
-def solo_with_margins(
-    model: NativeModel, prompt: list[int], n: int
-) -> tuple[list[int], list[tuple[int, float]]]:
-    """Greedy-decode one sequence alone; at each step also note the runner-up token and its logit gap."""
+def solo_along(model: NativeModel, prompt: list[int], path: list[int]) -> list[np.ndarray]:
+    """Decode one sequence alone along `path` (another computation's tokens); each step's logits row."""
     ctx = NativeContext(model, ContextConfig(n_ctx=2048, n_threads=2))
-    tokens: list[int] = []
-    margins: list[tuple[int, float]] = []
+    rows: list[np.ndarray] = []
     try:
         batch = ctx.batch
         batch.clear()
         for pos, token in enumerate(prompt):
             batch.add(token, pos, 0, pos == len(prompt) - 1)
-        for step in range(n):
+        for step, token in enumerate(path):
             assert ctx.decode() == 0
-            row = np.ctypeslib.as_array(ctx.logits(-1), shape=(model.n_vocab,))
-            second, best = np.argpartition(row, -2)[-2:]
-            if row[second] > row[best]:
-                best, second = second, best
-            tokens.append(int(best))
-            margins.append((int(second), float(row[best] - row[second])))
+            rows.append(np.ctypeslib.as_array(ctx.logits(-1), shape=(model.n_vocab,)).copy())
             batch.clear()
-            batch.add(int(best), len(prompt) + step, 0, True)
-        return tokens, margins
+            batch.add(token, len(prompt) + step, 0, True)
+        return rows
     finally:
         ctx.close()
 
@@ -82,22 +80,24 @@ def test_eight_concurrent_greedy_requests_repeat_exactly(native: NativeModel) ->
     prompts = [native.tokenize(p, add_special=True, parse_special=False) for p in PROMPTS]
     first = run_batch(native, prompts, slots=8)
     second = run_batch(native, prompts, slots=8)
-    assert first == second
+    assert first == second  # the same batch shapes: the same arithmetic, to the last bit of each logprob
     assert all(len(tokens) == 48 for tokens in first.values())
 
 
-def test_batched_text_matches_solo_up_to_a_near_tie(native: NativeModel) -> None:
+def test_batched_logits_match_solo_up_to_a_near_tie(native: NativeModel) -> None:
+    # Solo decoding follows each batched answer's own tokens, so every step of all eight is compared.
     prompts = [native.tokenize(p, add_special=True, parse_special=False) for p in PROMPTS]
-    batched = run_batch(native, prompts, slots=8)
-    identical = 0
+    batched = run_batch(native, prompts, slots=8, params=GREEDY.with_overrides(logprobs=20))
+    swaps = 0
     for i, prompt in enumerate(prompts):
-        solo, margins = solo_with_margins(native, prompt, 48)
-        if solo == batched[i]:
-            identical += 1
-            continue
-        k = next(j for j, (a, b) in enumerate(zip(solo, batched[i], strict=True)) if a != b)
-        runner_up, gap = margins[k]
-        # Anything but a near-tie between the solo run's two best tokens would be a batching bug.
-        assert batched[i][k] == runner_up, f"request {i}: batched token {batched[i][k]} is not the runner-up"
-        assert gap < NEAR_TIE, f"request {i}: the solo run's best token led by {gap:.3f}"
-    assert identical >= 4  # most prompts have no near-tie in 48 tokens
+        path = [token for token, _ in batched[i]]
+        for step, ((token, entry), row) in enumerate(
+            zip(batched[i], solo_along(native, prompt, path), strict=True)
+        ):
+            solo = ranked((native.piece(int(t)), float(row[t])) for t in np.argsort(row)[-20:])
+            gap = float(row.max() - row[token])
+            assert gap < NEAR_TIE, f"request {i}, step {step}: alone, the best token led by {gap:.3f}"
+            check_drift(step, entry.piece, ranked(entry.top), solo)
+            swaps += gap > 0
+    # A swap needs a near-tie: about 3 steps in 100 on the native and AVX2 builds, not every tenth.
+    assert swaps < len(PROMPTS) * 48 // 10

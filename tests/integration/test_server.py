@@ -9,12 +9,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ollama
 import openai
 import pytest
 from live_server import free_port, start_server, stop_server
+from near_tie import Greedy, assert_same_up_to_a_near_tie, assert_text_same_up_to_a_near_tie
 
 import candor
 
@@ -31,15 +33,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_ollama_client_generate_chat_embed_list_show_ps(server: str) -> None:
     client = ollama.Client(host=server)
     assert [m.model for m in client.list().models] == [MODEL]
+    greedy = {"num_predict": 12, "temperature": 0}
     done = client.generate(
-        model=MODEL, prompt="Why is the sky blue?", options={"num_predict": 12, "temperature": 0}
+        model=MODEL, prompt="Why is the sky blue?", options=greedy, logprobs=True, top_logprobs=20
     )
     assert done.done and done.done_reason == "length" and done.eval_count == 12 and done.response
     assert done.prompt_eval_count and done.total_duration and done.eval_duration
     again = client.generate(
-        model=MODEL, prompt="Why is the sky blue?", options={"num_predict": 12, "temperature": 0}
+        model=MODEL, prompt="Why is the sky blue?", options=greedy, logprobs=True, top_logprobs=20
     )
-    assert again.response == done.response
+    # Again, the KV of all but the prompt's last token is reused (another batch shape): up to a near-tie.
+    assert_same_up_to_a_near_tie(Greedy.of_api(done.logprobs or []), Greedy.of_api(again.logprobs or []))
     parts = list(
         client.chat(
             model=MODEL,
@@ -82,26 +86,36 @@ def test_ollama_copy_delete_and_raw_generate(server: str) -> None:
 def test_openai_client_chat_completion_and_embeddings(server: str) -> None:
     client = openai.OpenAI(base_url=server + "/v1", api_key="unused")
     assert MODEL in [m.id for m in client.models.list()]
-    whole = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Hello"}], max_tokens=10, temperature=0
-    )
+    greedy: Any = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 10, "temperature": 0}
+    whole = client.chat.completions.create(model=MODEL, **greedy, logprobs=True, top_logprobs=20)
+    choice = whole.choices[0]
     # The default model may end its turn within 10 tokens (its fallback format stops at turn markers).
-    assert whole.choices[0].finish_reason in ("stop", "length") and whole.usage is not None
+    assert choice.finish_reason in ("stop", "length") and whole.usage is not None
     assert 0 < whole.usage.completion_tokens <= 10 and whole.id.startswith("chatcmpl-")
     stream = client.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "user", "content": "Hello"}],
-        max_tokens=10,
-        temperature=0,
+        **greedy,
+        logprobs=True,
+        top_logprobs=20,
         stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == whole.choices[0].message.content
-    assert (
-        chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    streamed = [
+        e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content or []
+    ]
+    # Streamed, the KV of all but the prompt's last token is reused (another batch shape): up to a near-tie.
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    reference = Greedy.of_api(
+        choice.logprobs.content, ended=choice.finish_reason == "stop", text=choice.message.content
     )
+    ended = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    parted = assert_same_up_to_a_near_tie(reference, Greedy.of_api(streamed, ended=ended == ["stop"]))
+    if parted == len(streamed) == len(reference.pieces):
+        assert text == choice.message.content  # the same tokens, the same text
+    assert_text_same_up_to_a_near_tie(text, reference)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(streamed)
     completion = client.completions.create(
         model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0
     )
