@@ -35,7 +35,7 @@ def main() -> None:
     tools = find_llama_tools(args.llama_tools)
     if tools is None:
         sys.exit(
-            "llama-bench not found; build llama.cpp's tools (README, 'Performance') and pass --llama-tools"
+            "llama-bench not found; build llama.cpp's tools (docs/performance.md) and pass --llama-tools"
         )
     path: Path = Store(Settings.from_env()).resolve(args.model)[0]
     rows: dict[str, list[float]] = {k: [] for k in ("tg_repack", "tg_plain", "pp_repack", "pp_plain")}

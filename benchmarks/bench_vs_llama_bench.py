@@ -8,7 +8,7 @@ engine (Usage), never by text chunks. Prints both ratios with their spread, and 
     python benchmarks/bench_vs_llama_bench.py [--model PATH] [--threads 2] [--runs 5] [--llama-tools DIR]
 
 llama-bench comes from `--llama-tools DIR`, $PATH, or the cache that shared/bench/build-llama-tools
-fills (llama.cpp built at the exact commit of the installed llama-cpp-python); see the README.
+fills (llama.cpp built at the exact commit of the installed llama-cpp-python); see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main() -> None:
     if tools is None:
         sys.exit(
             "llama-bench not found. Build llama.cpp's tools at the commit of llama-cpp-python "
-            f"{llama_cpp.__version__} (see README, 'Performance') and pass --llama-tools DIR."
+            f"{llama_cpp.__version__} (see docs/performance.md) and pass --llama-tools DIR."
         )
     model = candor.load(args.model, threads=args.threads)
     path, buffers = model.path, model.cpu_buffers.why
