@@ -37,13 +37,18 @@ def test_ollama_client_generate_chat_embed_list_show_ps(server: str) -> None:
     done = client.generate(
         model=MODEL, prompt="Why is the sky blue?", options=greedy, logprobs=True, top_logprobs=20
     )
-    assert done.done and done.done_reason == "length" and done.eval_count == 12 and done.response
+    # The default model may end its turn early (its fallback format stops at turn markers), build by build.
+    assert done.done and done.response and done.eval_count is not None and 0 < done.eval_count <= 12
+    assert done.done_reason == ("length" if done.eval_count == 12 else "stop")
     assert done.prompt_eval_count and done.total_duration and done.eval_duration
     again = client.generate(
         model=MODEL, prompt="Why is the sky blue?", options=greedy, logprobs=True, top_logprobs=20
     )
     # Again, the KV of all but the prompt's last token is reused (another batch shape): up to a near-tie.
-    assert_same_up_to_a_near_tie(Greedy.of_api(done.logprobs or []), Greedy.of_api(again.logprobs or []))
+    assert_same_up_to_a_near_tie(
+        Greedy.of_api(done.logprobs or [], ended=done.done_reason == "stop"),
+        Greedy.of_api(again.logprobs or [], ended=again.done_reason == "stop"),
+    )
     parts = list(
         client.chat(
             model=MODEL,
@@ -52,7 +57,8 @@ def test_ollama_client_generate_chat_embed_list_show_ps(server: str) -> None:
             options={"num_predict": 8, "seed": 1},
         )
     )
-    assert parts[-1].done and parts[-1].eval_count == 8
+    assert parts[-1].done and parts[-1].eval_count is not None and 0 < parts[-1].eval_count <= 8
+    assert parts[-1].done_reason == ("length" if parts[-1].eval_count == 8 else "stop")
     assert all(not p.done for p in parts[:-1])
     embedded = client.embed(model=MODEL, input=["a cat", "a dog"])
     assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == 640
@@ -190,7 +196,7 @@ def test_a_client_that_disconnects_frees_its_slot(server: str) -> None:
     assert metric("candor_requests_cancelled_total") == cancelled + 1
     client = ollama.Client(host=server)
     done = client.generate(model=MODEL, prompt="Hi", options={"num_predict": 3})
-    assert done.eval_count == 3
+    assert done.done and done.eval_count is not None and 0 < done.eval_count <= 3
 
 
 def test_a_streamed_request_that_fails_before_any_output_gets_its_own_status(server: str) -> None:
