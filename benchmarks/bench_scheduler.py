@@ -102,7 +102,10 @@ def main() -> None:
     args = parser.parse_args()
     tools = find_llama_tools(args.llama_tools)
     if tools is None:
-        sys.exit(f"llama.cpp's tools not found for llama-cpp-python {llama_cpp.__version__}; see docs/performance.md")
+        sys.exit(
+            f"llama.cpp's tools not found for llama-cpp-python {llama_cpp.__version__}; "
+            "see docs/performance.md"
+        )
     settings = Settings.from_env()
     settings = Settings(home=settings.home, ctx=4096, threads=args.threads, batch=512, gpu_layers=0)
     sched = Scheduler(settings, SchedulerConfig(parallel=STREAMS, keep_alive=-1))

@@ -104,6 +104,7 @@ def handle(args: argparse.Namespace) -> int:
         print(line)
     if tools is None:
         print(
-            "  (llama.cpp's tools were not found; build them as docs/performance.md says and pass --llama-tools DIR)"
+            "  (llama.cpp's tools were not found; build them as docs/performance.md says"
+            " and pass --llama-tools DIR)"
         )
     return 0
