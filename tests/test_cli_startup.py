@@ -3,6 +3,7 @@ neither llama.cpp nor the Hugging Face client, and every command is still reacha
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -51,3 +52,16 @@ def test_the_engine_package_names_what_it_lists_whatever_was_imported_first() ->
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("debug", "expected"), [("", "warning: boom"), ("1", "candor.somewhere: boom")])
+def test_a_command_says_warnings_as_a_user_reads_them(debug: str, expected: str) -> None:
+    probe = (
+        "import logging, sys\n"
+        "from candor.cli import main\n"
+        "main(['licenses'])\n"
+        "logging.getLogger('candor.somewhere').warning('boom')\n"
+    )
+    env = {**os.environ, "CANDOR_DEBUG": debug}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert done.stderr.strip().splitlines()[-1] == expected

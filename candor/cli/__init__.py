@@ -59,6 +59,14 @@ def _modules_for(words: Sequence[str]) -> list[str] | None:
     return None
 
 
+class _UserFormatter(logging.Formatter):
+    """Records as a user reads them ("warning: ..."); the module name only helps when debugging."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        return text + "\n" + self.formatException(record.exc_info) if record.exc_info else text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run one command, and turn candor errors into a one-line message."""
     words = sys.argv[1:] if argv is None else list(argv)
@@ -68,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = bool(os.environ.get("CANDOR_DEBUG"))
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s") if debug else _UserFormatter())
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
     try:
         return int(args.handler(args))
     except CandorError as exc:
