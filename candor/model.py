@@ -15,7 +15,7 @@ from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, S
 from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.errors import CandorError, InvalidParameter
 from candor.identity import ModelCard
-from candor.options import apply_options
+from candor.options import sampling_defaults
 from candor.plan import available_memory, hold_weights
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
@@ -55,7 +55,7 @@ class Model:
         # A store entry may carry defaults (an Ollama model's `system` and `params` layers).
         self.system: str | None = entry.system if entry else None
         parameters = entry.parameters if entry else {}
-        self.defaults: SamplingParams = apply_options(SamplingParams(), parameters)  # for generate()
+        self.defaults: SamplingParams = sampling_defaults(parameters)  # for generate()
         self.card: ModelCard = checked_card(path)  # a malformed file never reaches llama.cpp
         # In this process glibc's huge pages cannot be asked for any more (a runner's environment asks at
         # exec); reading the weights into memory still beats mapping them (see plan/holding.py).
@@ -79,9 +79,7 @@ class Model:
             self._native.chat_template(), self.card.architecture, self.card.special_tokens_present
         )
         # chat() starts from the format's defaults (a model without a template is bounded), then the entry's.
-        self.chat_defaults: SamplingParams = apply_options(
-            apply_options(SamplingParams(), self.chat_format.options), parameters
-        )
+        self.chat_defaults: SamplingParams = sampling_defaults(parameters, self.chat_format.options)
         self.load_seconds = time.perf_counter() - started
         self._load_seconds_unreported = self.load_seconds
 

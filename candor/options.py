@@ -58,3 +58,11 @@ def apply_options(base: SamplingParams, options: Mapping[str, Any]) -> SamplingP
             changes[field] = value
     merged = {**base.__dict__, **changes}
     return SamplingParams(**merged)
+
+
+def sampling_defaults(
+    parameters: Mapping[str, Any], format_options: Mapping[str, Any] | None = None
+) -> SamplingParams:
+    """What answers start from: a chat format's options (a model without a template is bounded; None for
+    raw completion), then a model name's own parameters (an imported Ollama model's params layer)."""
+    return apply_options(apply_options(SamplingParams(), format_options or {}), parameters)

@@ -20,7 +20,7 @@ from candor.config import Settings
 from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.errors import Busy, CandorError, InvalidParameter
 from candor.identity import ModelCard
-from candor.options import apply_options
+from candor.options import apply_options, sampling_defaults
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.scheduler.handle import RequestHandle
@@ -50,8 +50,7 @@ class SchedulerConfig:
 def defaults_of(entry: StoreEntry | None, fmt: ChatFormat | None = None) -> SamplingParams:
     """Sampling defaults: for chat answers the chat format's (a model without a template is bounded),
     then a store entry's parameters (an imported Ollama model's params layer)."""
-    base = apply_options(SamplingParams(), fmt.options) if fmt is not None else SamplingParams()
-    return apply_options(base, entry.parameters if entry else {})
+    return sampling_defaults(entry.parameters if entry else {}, fmt.options if fmt is not None else None)
 
 
 def physical_memory() -> int:
