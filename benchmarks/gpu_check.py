@@ -63,7 +63,7 @@ class Lines(logging.Handler):
 
 def plan_vs_logged(path: Path, log: Lines, n_layer: int) -> list[dict[str, Any]]:
     from candor.engine.context import ContextConfig, NativeContext
-    from candor.engine.model import NativeModel
+    from candor.engine.native_model import NativeModel
     from candor.identity import read_card
     from candor.plan import MIB, memory_plan
 

@@ -30,7 +30,8 @@ from candor.errors import (
 from candor.types import Chunk, Completion, FinishReason, Message, SamplingParams, Timings, Usage
 
 if TYPE_CHECKING:
-    from candor.manage import (
+    from candor.model import Model, load
+    from candor.store.library import (
         copy_model,
         import_model,
         import_ollama,
@@ -39,20 +40,19 @@ if TYPE_CHECKING:
         pull,
         remove_model,
     )
-    from candor.model import Model, load
 
 # Loaded on first use: importing candor (for its errors, types or version) must not load llama.cpp or the
 # Hugging Face client, which `candor --version`, `candor ps` and the server's parent process never need.
 _LAZY = {
     "Model": "candor.model",
     "load": "candor.model",
-    "copy_model": "candor.manage",
-    "import_model": "candor.manage",
-    "import_ollama": "candor.manage",
-    "licenses": "candor.manage",
-    "list_models": "candor.manage",
-    "pull": "candor.manage",
-    "remove_model": "candor.manage",
+    "copy_model": "candor.store.library",
+    "import_model": "candor.store.library",
+    "import_ollama": "candor.store.library",
+    "licenses": "candor.store.library",
+    "list_models": "candor.store.library",
+    "pull": "candor.store.library",
+    "remove_model": "candor.store.library",
 }
 
 

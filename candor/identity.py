@@ -14,6 +14,12 @@ from candor.errors import ModelNotFound
 from candor.gguf_file import TOKENS_KEY, ArraySummary, GGUFHeader, read_gguf
 from candor.jsonfile import read_json, write_json
 
+# Architectures that keep no KV cache (llama_model::create_memory returns nullptr)
+NO_KV_ARCHS = {
+    "bert", "jina-bert-v2", "jina-bert-v3", "nomic-bert", "nomic-bert-moe", "neo-bert", "eurobert",
+    "modern-bert", "gemma-embedding", "wavtokenizer-dec", "dream", "llada", "llada-moe", "rnd1",
+}  # fmt: skip
+
 logger = logging.getLogger(__name__)
 
 # llama_ftype (llama.h): what `general.file_type` says the quantization is.

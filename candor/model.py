@@ -15,7 +15,7 @@ from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, S
 from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.errors import CandorError, InvalidParameter
 from candor.identity import ModelCard
-from candor.options import sampling_defaults
+from candor.parameters import sampling_defaults
 from candor.plan import available_memory, hold_weights
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system

@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any
 
 from candor.errors import InvalidParameter
-from candor.limits import check_grammar
+from candor.grammar_limits import check_grammar
 
 
 class FinishReason(str, Enum):

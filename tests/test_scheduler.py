@@ -280,7 +280,7 @@ def test_the_request_that_loads_a_model_reports_the_load(scheduler: Scheduler, t
 def test_two_names_for_one_file_share_one_runner(scheduler: Scheduler, tiny_model_path: Path) -> None:
     from dataclasses import replace
 
-    from candor import manage
+    from candor.store import library as manage
 
     first = manage.import_model(tiny_model_path, name="tiny:a")
     scheduler.store.registry.put(replace(first, name="tiny:b", parameters={"temperature": 0}, owned_files=()))

@@ -215,7 +215,7 @@ def test_licenses_engine_notices_and_model_terms() -> None:
 
 
 def test_the_gemma_terms_lose_the_web_pages_furniture_and_keep_every_clause() -> None:
-    from candor.defaults import default_model_terms
+    from candor.default_model import default_model_terms
 
     terms = candor.licenses("gemma-3-270m:Q4_K_M")
     assert not isinstance(terms, str)

@@ -67,7 +67,7 @@ def test_rates() -> None:
 
 
 def test_a_grammar_nested_too_deep_for_llama_cpp_is_refused_everywhere() -> None:
-    from candor.limits import MAX_GRAMMAR_NESTING
+    from candor.grammar_limits import MAX_GRAMMAR_NESTING
 
     deep = "root ::= " + "(" * (MAX_GRAMMAR_NESTING + 1) + '"a"' + ")" * (MAX_GRAMMAR_NESTING + 1)
     with pytest.raises(InvalidParameter, match="nests"):
@@ -76,7 +76,7 @@ def test_a_grammar_nested_too_deep_for_llama_cpp_is_refused_everywhere() -> None
 
 
 def test_ollama_seed_minus_one_means_random() -> None:
-    from candor.options import apply_options
+    from candor.parameters import apply_options
 
     assert apply_options(SamplingParams(seed=5), {"seed": -1}).seed is None
     assert apply_options(SamplingParams(), {"seed": 7}).seed == 7

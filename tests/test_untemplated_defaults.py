@@ -16,7 +16,7 @@ from candor.cli import build_parser, main
 from candor.cli.chat_backends import LocalChat
 from candor.cli.repl import ChatSession
 from candor.cli.run import sampling_from
-from candor.options import apply_options
+from candor.parameters import apply_options
 from candor.prompt import choose_chat_format
 from candor.scheduler import Scheduler
 from candor.scheduler.scheduler import defaults_of

@@ -9,7 +9,7 @@ from typing import Any, Protocol, TextIO
 from candor.cli.licenses import describe, describe_license
 from candor.client import call, stream
 from candor.model import Model
-from candor.options import apply_options
+from candor.parameters import apply_options
 from candor.prompt import describe_options
 from candor.store.licenses import license_texts, model_license
 from candor.types import Chunk, ChunkStream, FinishReason, Message, SamplingParams, Timings, Usage

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from candor.manage import licenses
+from candor.store.library import licenses
 from candor.store.licenses import ModelLicense
 
 

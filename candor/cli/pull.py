@@ -24,9 +24,9 @@ from rich.progress import (
 )
 
 from candor.identity import read_card
-from candor.manage import pull
 from candor.store import StoreEntry
 from candor.store.hf import PullProgress
+from candor.store.library import pull
 
 EXAMPLES = """examples:
   candor pull hf.co/Qwen/Qwen3-0.6B-GGUF:Q8_0         a quantization from a GGUF repo

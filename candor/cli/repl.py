@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from candor.cli.chat_backends import ChatBackend
 from candor.cli.stats import print_stats
 from candor.errors import CandorError, InvalidParameter
-from candor.options import SAMPLING_OPTIONS, parse_option
+from candor.parameters import SAMPLING_OPTIONS, parse_option
 from candor.types import Message, SamplingParams
 
 HELP = """Available commands:

@@ -17,7 +17,7 @@ from candor.cli.chat_backends import ChatBackend, LocalChat, ServerChat, final_c
 from candor.cli.server_option import add_host_option, required_server
 from candor.cli.stats import print_stats
 from candor.client import running_server, server_url, stream
-from candor.defaults import DEFAULT_MODEL_NAME
+from candor.default_model import DEFAULT_MODEL_NAME
 from candor.errors import InvalidParameter
 from candor.model import Model, load
 from candor.types import Chunk, Message, SamplingParams
@@ -88,7 +88,7 @@ def split_words(words: list[str]) -> tuple[str | None, str]:
 
 
 def _looks_like_model(word: str) -> bool:
-    from candor.defaults import DEFAULT_MODEL_ALIASES
+    from candor.default_model import DEFAULT_MODEL_ALIASES
 
     return word.endswith(".gguf") or "/" in word or ":" in word or word in DEFAULT_MODEL_ALIASES
 

@@ -87,7 +87,7 @@ def _env_int(name: str, default: int) -> int:
 def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
     """The scheduler's limits from the flags (or their environment variables)."""
     from candor.scheduler import SchedulerConfig
-    from candor.server.options import keep_alive_seconds
+    from candor.server.request_fields import keep_alive_seconds
 
     # Environment variables are read here, not when the parser is built: a bad one fails `serve` alone.
     parallel = args.parallel if args.parallel is not None else _env_int("CANDOR_PARALLEL", 4)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from candor.engine.context import ContextConfig, NativeContext
     from candor.engine.embed import Embedder
     from candor.engine.generate import SequenceRunner
-    from candor.engine.model import NativeModel
+    from candor.engine.native_model import NativeModel
 
 _LAZY = {
     "BuildInfo": "candor.engine.build_info",
@@ -23,7 +23,7 @@ _LAZY = {
     "NativeContext": "candor.engine.context",
     "Embedder": "candor.engine.embed",
     "SequenceRunner": "candor.engine.generate",
-    "NativeModel": "candor.engine.model",
+    "NativeModel": "candor.engine.native_model",
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from candor.engine.context import DECODE_NO_KV_SLOT, ContextConfig, NativeContext, common_prefix
 from candor.engine.logprobs import token_logprob
-from candor.engine.model import NativeModel
+from candor.engine.native_model import NativeModel
 from candor.engine.sampler import SamplerChain
 from candor.engine.textout import TextOut
 from candor.errors import CandorError, ContextOverflow, EngineError, InvalidParameter

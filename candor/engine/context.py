@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import llama_cpp
 
-from candor.engine.model import NativeModel
 from candor.engine.native import ensure_backend
+from candor.engine.native_model import NativeModel
 from candor.errors import EngineError, ModelClosed, ModelLoadError
 
 # llama_decode return codes (llama.h)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import llama_cpp
 
 from candor.engine.context import DECODE_NO_KV_SLOT, ContextConfig, NativeContext
-from candor.engine.model import NativeModel
+from candor.engine.native_model import NativeModel
 from candor.errors import ContextOverflow, EngineError
 
 POOLING_MEAN = 1

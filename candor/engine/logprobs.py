@@ -6,7 +6,7 @@ import ctypes
 
 import numpy as np
 
-from candor.engine.model import NativeModel
+from candor.engine.native_model import NativeModel
 from candor.types import TokenLogprob
 
 

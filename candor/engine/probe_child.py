@@ -19,7 +19,7 @@ from pathlib import Path
 
 from candor.engine.context import ContextConfig, NativeContext
 from candor.engine.generate import SequenceRunner
-from candor.engine.model import NativeModel
+from candor.engine.native_model import NativeModel
 from candor.engine.probe import REFUSED
 from candor.errors import CandorError
 from candor.types import SamplingParams

@@ -6,7 +6,7 @@ import codecs
 import time
 from collections.abc import Sequence
 
-from candor.engine.model import NativeModel
+from candor.engine.native_model import NativeModel
 from candor.textstream import StopMatcher
 from candor.types import Chunk, FinishReason, SamplingParams, Timings, TokenLogprob, Usage
 

@@ -17,7 +17,6 @@ from candor.plan.holding import available_memory, hold_weights, huge_pages_statu
 from candor.plan.kv import (
     CTX_PAD,
     KV_TYPES,
-    NO_KV_ARCHS,
     ContextSizes,
     KVCache,
     context_sizes,
@@ -44,7 +43,6 @@ __all__ = [
     "KV_TYPES",
     "MAX_LAYERS",
     "MIB",
-    "NO_KV_ARCHS",
     "RECURRENT_KEYS",
     "SWA_ARRAY_ONLY",
     "SWA_RULES",

@@ -6,16 +6,12 @@ from dataclasses import dataclass
 
 from candor.errors import InvalidParameter
 from candor.gguf_file import GGML_TYPES
+from candor.identity import NO_KV_ARCHS
 from candor.plan.shapes import Shapes
 
 # KV cache element types (ggml type ids, as candor.engine.context.KV_TYPES passes them to llama.cpp)
 KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
 CTX_PAD = 256  # llama-context.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256); the SWA cache is padded alike
-# architectures that keep no KV cache (llama_model::create_memory returns nullptr)
-NO_KV_ARCHS = {
-    "bert", "jina-bert-v2", "jina-bert-v3", "nomic-bert", "nomic-bert-moe", "neo-bert", "eurobert",
-    "modern-bert", "gemma-embedding", "wavtokenizer-dec", "dream", "llada", "llada-moe", "rnd1",
-}  # fmt: skip
 
 
 # --- context sizes (llama_context::llama_context) ----------------------------------------------------

@@ -7,9 +7,9 @@ from typing import Any
 
 from candor.errors import InvalidParameter
 from candor.gguf_file import GGUFHeader, read_gguf
-from candor.identity import ModelCard
+from candor.identity import NO_KV_ARCHS, ModelCard
 from candor.plan.compute import compute_peak, graph_shape
-from candor.plan.kv import KV_TYPES, NO_KV_ARCHS, context_sizes, kv_caches
+from candor.plan.kv import KV_TYPES, context_sizes, kv_caches
 from candor.plan.parts import MemoryPlan, Part
 from candor.plan.shapes import read_shapes
 from candor.plan.weights import repack_types, uses_amx, weight_parts

@@ -17,7 +17,7 @@ from typing import Any
 from candor.engine import ContextConfig, Embedder, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
 from candor.errors import CandorError
-from candor.plan.kv import NO_KV_ARCHS
+from candor.identity import NO_KV_ARCHS
 from candor.scheduler.placement import place
 from candor.scheduler.protocol import (
     Cancel,

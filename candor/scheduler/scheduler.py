@@ -20,7 +20,7 @@ from candor.config import Settings
 from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.errors import Busy, CandorError, InvalidParameter
 from candor.identity import ModelCard
-from candor.options import apply_options, sampling_defaults
+from candor.parameters import apply_options, sampling_defaults
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.scheduler.handle import RequestHandle

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from candor.defaults import default_model_terms
+from candor.default_model import default_model_terms
 from candor.identity import ModelCard
 from candor.store.registry import StoreEntry
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from candor.defaults import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME
+from candor.default_model import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME
 from candor.engine.probe import probe_load
 from candor.errors import CandorError, InvalidParameter, ModelNotFound
 from candor.identity import file_sha256
-from candor.options import SAMPLING_OPTIONS
+from candor.parameters import SAMPLING_OPTIONS
 from candor.preflight import checked_card
 from candor.store.names import parse_name
 from candor.store.registry import StoreEntry

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from candor.config import Settings
-from candor.defaults import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME, default_model_path
+from candor.default_model import DEFAULT_MODEL_ALIASES, DEFAULT_MODEL_NAME, default_model_path
 from candor.engine.probe import probe_load
 from candor.errors import CandorError, InvalidParameter, ModelNotFound
 from candor.identity import ModelCard, file_sha256

@@ -20,7 +20,7 @@ from gguf_factory import BYTE, CONTROL, NORMAL, vocabulary
 
 from candor.engine.build_info import build_info
 from candor.engine.context import ContextConfig, NativeContext
-from candor.engine.model import NativeModel
+from candor.engine.native_model import NativeModel
 from candor.identity import read_card
 from candor.plan import KV_TYPES, MIB, MemoryPlan, memory_plan
 

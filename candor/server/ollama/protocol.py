@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from candor.server.limits import UnicodeRequest
+from candor.server.request_limits import UnicodeRequest
 from candor.types import MAX_TOP_LOGPROBS
 
 

@@ -17,7 +17,6 @@ from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.prompt.replies import ToolCall
 from candor.scheduler import LoadedModel
-from candor.server.limits import check_grammar_option
 from candor.server.ollama import convert
 from candor.server.ollama.protocol import (
     ChatRequest,
@@ -27,8 +26,9 @@ from candor.server.ollama.protocol import (
     GenerateRequest,
     ModelRequest,
 )
-from candor.server.options import check_options, context_option, keep_alive_seconds, logprobs_option
 from candor.server.replies import ReplyStream, plan_reply, read_reply
+from candor.server.request_fields import check_options, context_option, keep_alive_seconds, logprobs_option
+from candor.server.request_limits import check_grammar_option
 from candor.server.state import load_model, scheduler_of
 from candor.server.streaming import Collected, collect, opened
 from candor.store.licenses import license_texts, readable

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
 from candor.errors import CandorError, InvalidParameter
-from candor.options import SAMPLING_OPTIONS, apply_options
-from candor.server.limits import UnicodeRequest
+from candor.parameters import SAMPLING_OPTIONS, apply_options
+from candor.server.request_limits import UnicodeRequest
 from candor.server.state import scheduler_of
 from candor.types import SamplingParams
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
-from candor.server.limits import UnicodeRequest
-from candor.server.options import MAX_CTX
+from candor.server.request_fields import MAX_CTX
+from candor.server.request_limits import UnicodeRequest
 from candor.types import MAX_TOP_LOGPROBS
 
 

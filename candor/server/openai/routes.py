@@ -15,7 +15,6 @@ from fastapi.responses import Response, StreamingResponse
 from candor.engine.grammar import json_grammar, schema_grammar
 from candor.errors import CandorError, InvalidParameter
 from candor.prompt.replies import ToolCall
-from candor.server.limits import check_grammar
 from candor.server.openai import convert
 from candor.server.openai.protocol import (
     ChatCompletionRequest,
@@ -23,8 +22,9 @@ from candor.server.openai.protocol import (
     EmbeddingRequest,
     _Sampling,
 )
-from candor.server.options import logprobs_option
 from candor.server.replies import ReplyStream, plan_reply, read_reply
+from candor.server.request_fields import logprobs_option
+from candor.server.request_limits import check_grammar
 from candor.server.state import load_model, scheduler_of
 from candor.server.streaming import collect, opened
 from candor.types import Chunk, Message, SamplingParams

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from candor.limits import MAX_GRAMMAR_CHARS, MAX_GRAMMAR_NESTING, check_grammar, grammar_nesting
+from candor.grammar_limits import MAX_GRAMMAR_CHARS, MAX_GRAMMAR_NESTING, check_grammar, grammar_nesting
 
 __all__ = [
     "MAX_GRAMMAR_CHARS",

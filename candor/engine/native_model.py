@@ -11,7 +11,7 @@ from candor.config import Settings
 from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.engine.native import ensure_backend
 from candor.errors import InvalidParameter, ModelClosed, ModelLoadError, UnsupportedModel
-from candor.plan.kv import NO_KV_ARCHS
+from candor.identity import NO_KV_ARCHS
 
 
 class NativeModel:
