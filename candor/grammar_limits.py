@@ -6,10 +6,55 @@ checks every alternative of a grammar at every step (a 100,000-value enum stalls
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 from candor.errors import InvalidParameter
 
 MAX_GRAMMAR_CHARS = 64 * 1024
 MAX_GRAMMAR_NESTING = 64
+
+# What llama.cpp's JSON-schema converter enforces, and keywords that only describe (safe to ignore).
+ENFORCED = frozenset(
+    {
+        "$ref",
+        "additionalProperties",
+        "allOf",
+        "anyOf",
+        "const",
+        "enum",
+        "format",
+        "items",
+        "maxItems",
+        "maxLength",
+        "minItems",
+        "minLength",
+        "oneOf",
+        "pattern",
+        "prefixItems",
+        "properties",
+        "required",
+        "type",
+        "$defs",
+        "definitions",
+    }
+)
+DESCRIPTIVE = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "readOnly",
+        "writeOnly",
+        "deprecated",
+        "strict",
+    }
+)
 
 
 def grammar_nesting(grammar: str) -> int:
@@ -48,3 +93,58 @@ def check_grammar(grammar: str, what: str = "the grammar") -> None:
         raise InvalidParameter(
             f"{what} nests groups deeper than {MAX_GRAMMAR_NESTING} levels; flatten it into named rules"
         )
+
+
+def _keywords(schema: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every (where, keyword) of a schema, walking its subschemas."""
+    if isinstance(schema, list):
+        for i, item in enumerate(schema):
+            yield from _keywords(item, f"{path}[{i}]")
+        return
+    if not isinstance(schema, Mapping):
+        return
+    for key, value in schema.items():
+        yield path or "/", str(key)
+        if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
+            for name, sub in value.items():
+                yield from _keywords(sub, f"{path}/{key}/{name}")
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems"):
+            yield from _keywords(value, f"{path}/{key}")
+
+
+def check_schema(schema: Any, what: str = "the JSON schema") -> None:
+    """Refuse, before any runner sees it, a schema whose keywords llama.cpp's converter would not enforce
+    (rather than ignore them), or one too large or too deep to become a grammar llama.cpp runs safely."""
+    if not isinstance(schema, Mapping):
+        raise InvalidParameter(f"{what} must be a JSON object")
+    unenforced = sorted(
+        {
+            f"{key} (at {where})"
+            for where, key in _keywords(schema)
+            if key not in ENFORCED and key not in DESCRIPTIVE
+        }
+    )
+    if unenforced:
+        raise InvalidParameter(
+            "these JSON-schema keywords would not be enforced while decoding, so candor refuses them rather "
+            f"than ignore them: {', '.join(unenforced)}"
+        )
+    try:
+        size = len(json.dumps(schema))
+    except (TypeError, ValueError, RecursionError):
+        raise InvalidParameter(f"{what} is not plain JSON") from None
+    if size > MAX_GRAMMAR_CHARS:
+        raise InvalidParameter(
+            f"{what} is too large ({size} characters; at most {MAX_GRAMMAR_CHARS}); use fewer enum values "
+            "or properties"
+        )
+    if _depth(schema) > MAX_GRAMMAR_NESTING:
+        raise InvalidParameter(f"{what} nests deeper than {MAX_GRAMMAR_NESTING} levels; use $defs and $ref")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0

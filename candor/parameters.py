@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from candor.errors import InvalidParameter
@@ -37,11 +38,11 @@ def parse_option(name: str, text: str) -> tuple[str, Any]:
         raise InvalidParameter(f"parameter {name} needs a {parse.__name__}; got {text!r}") from None
 
 
-def apply_options(base: SamplingParams, options: Mapping[str, Any]) -> SamplingParams:
-    """Apply Ollama-named options (typed JSON values, `stop` a string or list) on top of `base`.
+def option_changes(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Ollama-named options (typed JSON values, `stop` a string or list) as SamplingParams fields.
 
-    `num_predict` of -1 or -2 means "no limit" in Ollama; names candor does not sample with are ignored
-    here (context and hardware options are the loader's).
+    `num_predict` of -1 or -2 means "no limit" in Ollama, and seed -1 a fresh random seed (both None
+    here); names candor does not sample with are left out (context and hardware options are the loader's).
     """
     changes: dict[str, Any] = {}
     for name, value in options.items():
@@ -54,10 +55,14 @@ def apply_options(base: SamplingParams, options: Mapping[str, Any]) -> SamplingP
             if name == "num_predict" and isinstance(value, int) and value in (-1, -2):
                 value = None
             if name == "seed" and value == -1 and not isinstance(value, bool):
-                value = None  # Ollama's seed -1: a fresh random seed
+                value = None
             changes[field] = value
-    merged = {**base.__dict__, **changes}
-    return SamplingParams(**merged)
+    return changes
+
+
+def apply_options(base: SamplingParams, options: Mapping[str, Any]) -> SamplingParams:
+    """Apply Ollama-named options on top of `base` (see option_changes)."""
+    return replace(base, **option_changes(options))
 
 
 def sampling_defaults(

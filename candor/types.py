@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any
 
 from candor.errors import InvalidParameter
-from candor.grammar_limits import check_grammar
+from candor.grammar_limits import check_grammar, check_schema
 
 
 class FinishReason(str, Enum):
@@ -105,6 +105,8 @@ class SamplingParams:
     max_tokens: int | None = None
     ignore_eos: bool = False  # keep decoding past end-of-generation (benchmarks)
     grammar: str | None = None  # GBNF that constrains decoding (structured output)
+    # A JSON schema the reply must match: checked here, turned into GBNF where llama.cpp runs
+    json_schema: Mapping[str, Any] | None = None
     # None: no log-probabilities; 0: each sampled token's own; N (1..20): also the N most likely tokens
     logprobs: int | None = None
 
@@ -144,6 +146,10 @@ class SamplingParams:
             raise InvalidParameter("grammar must be non-empty GBNF text")
         if self.grammar is not None:
             check_grammar(self.grammar)
+        if self.json_schema is not None:
+            if self.grammar is not None:
+                raise InvalidParameter("give a grammar or a JSON schema, not both")
+            check_schema(self.json_schema)
         if self.logprobs is not None and (
             isinstance(self.logprobs, bool)
             or not isinstance(self.logprobs, int)
@@ -174,6 +180,7 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of the prompt tokens, those whose KV cache an earlier request left
 
     @property
     def total_tokens(self) -> int:

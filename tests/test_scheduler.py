@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 from gguf_factory import write_tiny_llama
 
-from candor import Busy, FinishReason, SamplingParams
+from candor import Busy, FinishReason, Message, SamplingParams
 from candor.engine import ContextConfig, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
 from candor.errors import ContextOverflow, InvalidParameter, RunnerCrashed, UnsupportedModel
+from candor.pipeline import ReplyRequest
 from candor.scheduler import LoadedModel, Scheduler, SchedulerConfig
 from candor.scheduler import runner as runner_module
+from candor.scheduler.pool import FIRST_REQUEST_GRACE
 from candor.scheduler.protocol import Events, Generate, RunnerConfig, Shutdown
 
 GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
@@ -49,11 +51,26 @@ def drain(eng: BatchEngine, limit: int = 10_000) -> list[EngineEvent]:
     raise AssertionError("the engine did not finish")
 
 
+class FakeClock:
+    """Keep-alive time that tests advance instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def assert_unloads(scheduler: Scheduler, within: float = 3) -> None:
-    """Wait for the keep-alive reaper to unload every model; fail if it does not within `within` s."""
+    """Reap until every model is unloaded (a request's end reaches the pool from its reader thread);
+    fail if one is still loaded after `within` s."""
     deadline = time.monotonic() + within
     while scheduler.loaded() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        scheduler.pool.reap()
+        time.sleep(0.01)
     assert scheduler.loaded() == []
 
 
@@ -163,8 +180,14 @@ def test_a_prompt_too_long_for_a_request_is_refused(native: NativeModel) -> None
 
 
 @pytest.fixture
-def scheduler(tiny_model_path: Path) -> Iterator[Scheduler]:
-    sched = Scheduler(config=SchedulerConfig(parallel=2, queue_max=1, max_loaded=2, keep_alive=60))
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def scheduler(tiny_model_path: Path, clock: FakeClock) -> Iterator[Scheduler]:
+    config = SchedulerConfig(parallel=2, queue_max=1, max_loaded=2, keep_alive=60)
+    sched = Scheduler(config=config, clock=clock)
     yield sched
     sched.close()
 
@@ -208,11 +231,15 @@ def test_closing_a_stream_cancels_it(scheduler: Scheduler, tiny_model_path: Path
     assert scheduler.metrics.snapshot()["requests_cancelled"] == 1
 
 
-def test_keep_alive_expiry_and_zero_unload(scheduler: Scheduler, tiny_model_path: Path) -> None:
+def test_keep_alive_expiry_and_zero_unload(
+    scheduler: Scheduler, tiny_model_path: Path, clock: FakeClock
+) -> None:
     model = str(tiny_model_path)
-    list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0.5))
-    assert scheduler.loaded()
-    assert_unloads(scheduler, within=5)
+    list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=30))
+    clock.advance(29)
+    assert scheduler.pool.reap() == [] and scheduler.loaded()
+    clock.advance(1)
+    assert_unloads(scheduler)
     list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0))
     assert_unloads(scheduler)
     list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=-1))
@@ -303,8 +330,8 @@ def test_keep_alive_zero_unloads_even_when_the_request_fails_early(
 ) -> None:
     model = str(tiny_model_path)
     list(scheduler.generate(model, "hello", params=GREEDY))  # loaded, with the default keep-alive
-    with pytest.raises(InvalidParameter):
-        scheduler.generate(model, "hello", options={"temperature": -1}, keep_alive=0)
+    with pytest.raises(InvalidParameter, match="cannot think"):  # refused once the model is claimed
+        scheduler.reply(ReplyRequest(model, (Message("user", "hello"),), think=True, keep_alive=0))
     assert_unloads(scheduler)
 
 
@@ -343,44 +370,51 @@ def test_unloading_a_busy_model_waits_for_its_requests(scheduler: Scheduler, tin
     assert_unloads(scheduler)
 
 
-def test_keep_alive_on_a_loaded_idle_model_takes_effect(scheduler: Scheduler, tiny_model_path: Path) -> None:
+def test_keep_alive_on_a_loaded_idle_model_takes_effect(
+    scheduler: Scheduler, tiny_model_path: Path, clock: FakeClock
+) -> None:
     model = str(tiny_model_path)
     scheduler.load(model, keep_alive=0.5)
     list(scheduler.generate(model, "hello", params=GREEDY))
     scheduler.load(model, keep_alive=-1)  # Ollama's "keep it loaded"
     assert scheduler.loaded()[0]["expires_at"] is None
-    time.sleep(1.0)
-    assert scheduler.loaded()
+    clock.advance(365 * 24 * 3600)
+    assert scheduler.pool.reap() == [] and scheduler.loaded()
     scheduler.load(model, keep_alive=0.2)
+    assert scheduler.loaded()[0]["expires_at"] == clock.now + 0.2
+    clock.advance(0.2)
     assert_unloads(scheduler)
 
 
 def test_a_keep_alive_0_request_keeps_its_model_until_its_runner_has_it(
-    scheduler: Scheduler, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+    scheduler: Scheduler, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
     # `keep_alive: 0` makes a freshly loaded model due at once; the reaper must not close it while the
     # request that loaded it is on its way to the runner (here held there for over two reaper rounds).
     admit = scheduler._admit
+    reaped: list[list[str]] = []
 
     def slow_admit(loaded: LoadedModel) -> None:
-        time.sleep(1.2)
+        clock.advance(3600)
+        reaped.append(scheduler.pool.reap())  # the reaper runs while the request is on its way
         admit(loaded)
 
     monkeypatch.setattr(scheduler, "_admit", slow_admit)
     chunks = list(scheduler.generate(str(tiny_model_path), "hello", params=GREEDY, keep_alive=0))
-    assert chunks[-1].finish_reason is not None
+    assert chunks[-1].finish_reason is not None and reaped == [[]]
     assert_unloads(scheduler)  # and still unloaded once it has ended
 
 
 def test_a_model_loaded_for_a_keep_alive_0_request_waits_for_that_request(
-    scheduler: Scheduler, tiny_model_path: Path
+    scheduler: Scheduler, tiny_model_path: Path, clock: FakeClock
 ) -> None:
     # The server loads the model, resolves the request, then hands it over: the model must still be there.
     model = str(tiny_model_path)
     assert scheduler.defaults(model) == SamplingParams()  # looks up the name; loads nothing
     assert scheduler.loaded() == []
     scheduler.load(model, keep_alive=0)
-    time.sleep(1.2)  # over two rounds of the keep-alive reaper
+    clock.advance(FIRST_REQUEST_GRACE - 1)
+    assert scheduler.pool.reap() == []
     assert scheduler.loaded() and scheduler.metrics.snapshot()["loads"] == 1
     chunks = list(scheduler.generate(model, "hello", params=GREEDY, keep_alive=0))
     assert chunks[-1].finish_reason is not None and scheduler.metrics.snapshot()["loads"] == 1

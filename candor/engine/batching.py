@@ -220,6 +220,7 @@ class BatchEngine:
             slot.next_token = None
             slot.sampler = sampler
             slot.out = TextOut(self.model, request.params, request.extra_stop)
+            slot.out.cached_tokens = keep
         return refused
 
     def _fill_batch(self) -> bool:

@@ -59,7 +59,8 @@ class SequenceRunner:
         out = TextOut(self.model, params, extra_stop)
         n_ctx = self.context.n_ctx
         try:
-            self._prefill(prompt, self.context.reuse_prefix(SEQ, self.held, prompt))
+            out.cached_tokens = self.context.reuse_prefix(SEQ, self.held, prompt)
+            self._prefill(prompt, out.cached_tokens)
             batch = self.context.batch
             while True:
                 token = sampler.sample(self.context, -1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import llama_cpp
@@ -17,88 +16,21 @@ import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from candor.errors import InvalidParameter
+from candor.grammar_limits import check_grammar, check_schema
 
-# What llama.cpp's JSON-schema converter enforces, and keywords that only describe (safe to ignore).
-ENFORCED = frozenset(
-    {
-        "$ref",
-        "additionalProperties",
-        "allOf",
-        "anyOf",
-        "const",
-        "enum",
-        "format",
-        "items",
-        "maxItems",
-        "maxLength",
-        "minItems",
-        "minLength",
-        "oneOf",
-        "pattern",
-        "prefixItems",
-        "properties",
-        "required",
-        "type",
-        "$defs",
-        "definitions",
-    }
-)
-DESCRIPTIVE = frozenset(
-    {
-        "$schema",
-        "$id",
-        "$comment",
-        "title",
-        "description",
-        "default",
-        "examples",
-        "readOnly",
-        "writeOnly",
-        "deprecated",
-        "strict",
-    }
-)
 _NEG_INF = float("-inf")
 SHORTLIST = 128  # tokens tried first when the chain's pick breaks the grammar
 
 
-def _keywords(schema: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """Every (where, keyword) of a schema, walking its subschemas."""
-    if isinstance(schema, list):
-        for i, item in enumerate(schema):
-            yield from _keywords(item, f"{path}[{i}]")
-        return
-    if not isinstance(schema, Mapping):
-        return
-    for key, value in schema.items():
-        yield path or "/", str(key)
-        if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
-            for name, sub in value.items():
-                yield from _keywords(sub, f"{path}/{key}/{name}")
-        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems"):
-            yield from _keywords(value, f"{path}/{key}")
-
-
 def schema_grammar(schema: Any) -> str:
-    """A JSON schema -> GBNF; keywords the converter would not enforce are refused, by name."""
-    if not isinstance(schema, Mapping):
-        raise InvalidParameter("a JSON schema must be an object")
-    unenforced = sorted(
-        {
-            f"{key} (at {where})"
-            for where, key in _keywords(schema)
-            if key not in ENFORCED and key not in DESCRIPTIVE
-        }
-    )
-    if unenforced:
-        raise InvalidParameter(
-            "these JSON-schema keywords would not be enforced while decoding, so candor refuses them rather "
-            f"than ignore them: {', '.join(unenforced)}"
-        )
+    """A JSON schema -> GBNF (the schema was checked where the request was made: check_schema)."""
+    check_schema(schema)
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
     except (ValueError, KeyError, TypeError, RecursionError, AssertionError) as exc:
         raise InvalidParameter(f"the JSON schema cannot be turned into a grammar: {exc}") from None
+    check_grammar(grammar, "the JSON schema's grammar")
+    return grammar
 
 
 def json_grammar() -> str:

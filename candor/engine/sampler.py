@@ -8,7 +8,7 @@ from typing import Any
 import llama_cpp
 
 from candor.engine.context import NativeContext
-from candor.engine.grammar import GrammarGate
+from candor.engine.grammar import GrammarGate, schema_grammar
 from candor.errors import InvalidParameter
 from candor.types import SamplingParams
 
@@ -18,10 +18,13 @@ class SamplerChain:
 
     def __init__(self, params: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
         self._gate: GrammarGate | None = None
-        if params.grammar is not None:
+        grammar = params.grammar
+        if params.json_schema is not None:
+            grammar = schema_grammar(params.json_schema)
+        if grammar is not None:
             if vocab is None:
                 raise InvalidParameter("a grammar needs the model's vocabulary")
-            self._gate = GrammarGate(vocab, params.grammar, n_vocab)
+            self._gate = GrammarGate(vocab, grammar, n_vocab)
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self._chain: int | None = llama_cpp.llama_sampler_chain_init(chain_params)

@@ -39,6 +39,7 @@ class TextOut:
         self.finish: FinishReason | None = None
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
+        self.cached_tokens = 0  # prompt tokens whose KV an earlier request left (the prefix cache)
 
     def accept(self, token: int, logprob: TokenLogprob | None = None) -> Chunk | None:
         """Take one sampled token; return a chunk when there is text to emit. Sets `finish` when done."""
@@ -81,6 +82,8 @@ class TextOut:
             tuple(self.pending),
             logprobs=tuple(self.pending_logprobs),
             finish_reason=reason,
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(self.generated)),
+            usage=Usage(
+                prompt_tokens, len(self.generated), cached_tokens=min(self.cached_tokens, prompt_tokens)
+            ),
             timings=Timings(prompt_seconds=first - self.started, decode_seconds=now - first),
         )

@@ -11,6 +11,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from candor.errors import CandorError
+from candor.pipeline import ReplyEvent, ReplyReader
 from candor.scheduler import RequestHandle
 from candor.types import Chunk, TokenLogprob
 
@@ -140,3 +141,9 @@ async def _read_all(handle: RequestHandle) -> Collected:
         last = chunk
     assert last is not None
     return Collected("".join(parts), last, tuple(logprobs))
+
+
+async def reply_events(chunks: AsyncIterator[Chunk], reader: ReplyReader) -> AsyncIterator[ReplyEvent]:
+    """A streamed reply's chunks as events (reasoning, content and tool calls apart)."""
+    async for chunk in chunks:
+        yield reader.read(chunk)

@@ -24,11 +24,11 @@ from gguf_factory import write_tiny_llama
 from live_server import start_server, stop_server
 
 from candor.cli.chat_backends import ServerChat
+from candor.pipeline import ReplyPlan, ReplyReader
 from candor.prompt.replies import parse_reply, reply_format, split_thinking
 from candor.scheduler import RequestHandle
 from candor.server.openai.routes import ChatStream
-from candor.server.replies import ReplyPlan, ReplyStream
-from candor.server.streaming import chunks_of
+from candor.server.streaming import chunks_of, reply_events
 from candor.types import Chunk, FinishReason, Message, SamplingParams, Usage
 
 THOUGHT = "hello the world " * 12
@@ -58,14 +58,15 @@ def plan(*, thinking: bool = True, tools: bool = False) -> ReplyPlan:
     return ReplyPlan([TOOL] if tools else None, None, thinking, {})
 
 
-def pushed(reader: ReplyStream, pieces: list[str]) -> tuple[list[str], list[str], Any]:
-    """Push pieces; return what could be sent after each (thinking, content) and the finish."""
+def pushed(reader: ReplyReader, pieces: list[str]) -> tuple[list[str], list[str], Any]:
+    """Read pieces as chunks; return what could be sent after each (thinking, content) and the last
+    event (an empty final chunk: what the end released)."""
     thoughts, contents = [], []
     for piece in pieces:
-        out = reader.push(piece)
+        out = reader.read(Chunk(piece))
         thoughts.append(out.thinking)
-        contents.append(out.content)
-    return thoughts, contents, reader.finish()
+        contents.append(out.text)
+    return thoughts, contents, reader.read(Chunk("", finish_reason=FinishReason.STOP))
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
@@ -82,9 +83,9 @@ def test_the_stream_reader_agrees_with_the_whole_reply_at_any_chunking(
     text: str, started: bool, size: int
 ) -> None:
     pieces = [text[i : i + size] for i in range(0, len(text), size)]
-    thoughts, contents, rest = pushed(ReplyStream(plan(), None, started=started), pieces)
+    thoughts, contents, rest = pushed(ReplyReader(plan(), None, started=started), pieces)
     thinking = "".join(thoughts) + (rest.thinking or "")
-    content = "".join(contents) + rest.content
+    content = "".join(contents) + rest.text
     expected_thinking, expected_content = split_thinking(text)
     assert thinking.strip() == (expected_thinking or "")
     assert content == expected_content
@@ -97,12 +98,12 @@ def test_with_tools_reasoning_streams_and_the_call_is_read_at_the_end() -> None:
     text = f"<think>{THOUGHT}</think>{CALL}"
     fmt = reply_format(None)
     pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
-    thoughts, contents, rest = pushed(ReplyStream(plan(tools=True), fmt), pieces)
+    thoughts, contents, rest = pushed(ReplyReader(plan(tools=True), None), pieces)
     assert "".join(thoughts[: len(THOUGHT) // 4]).strip()  # reasoning left before the call was written
     assert not any(contents)  # a tool call's text never shows as content
     whole = parse_reply(text, fmt, thinking=True)
     assert [c.name for c in rest.tool_calls] == [c.name for c in whole.tool_calls] == ["get_weather"]
-    assert rest.tool_calls[0].arguments == {"city": "oslo"} and rest.content.strip() == ""
+    assert rest.tool_calls[0].arguments == {"city": "oslo"} and rest.text.strip() == ""
 
 
 def test_sse_events_carry_reasoning_content_deltas_then_content() -> None:
@@ -125,7 +126,8 @@ def test_sse_events_carry_reasoning_content_deltas_then_content() -> None:
 
         async def consume() -> list[bytes]:
             stream = ChatStream("chatcmpl-x", "m", 0, logprobs=False, include_usage=True)
-            return [e async for e in stream.events(chunks_of(handle), ReplyStream(plan(), None))]
+            reader = ReplyReader(plan(), None)
+            return [e async for e in stream.events(reply_events(chunks_of(handle), reader))]
 
         _, events = await asyncio.gather(produce(), consume())
         assert events[-1] == b"data: [DONE]\n\n"

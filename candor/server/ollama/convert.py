@@ -1,4 +1,5 @@
-"""candor's chunks, cards and store entries -> the JSON Ollama's clients read."""
+"""Ollama's wire format <-> candor's own: requests -> ReplyRequest; events, cards and store entries ->
+the JSON Ollama's clients read."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from candor.errors import InvalidParameter
 from candor.identity import ModelCard
-from candor.types import Chunk, Embeddings, TokenLogprob
+from candor.parameters import option_changes
+from candor.pipeline import JSON_OBJECT, ReplyEvent, ReplyRequest, ResponseFormat
+from candor.prompt.replies import ToolCall
+from candor.server.ollama.protocol import ChatRequest, GenerateRequest
+from candor.server.request_fields import check_options, context_option, logprobs_option
+from candor.types import Chunk, Embeddings, Message, TokenLogprob
 
 NS = 1_000_000_000
 
@@ -18,7 +25,80 @@ def timestamp(when: datetime | None = None) -> str:
     return (when or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
 
 
-def metrics(last: Chunk) -> dict[str, Any]:
+# -- requests -------------------------------------------------------------------------------------------
+
+
+def response_format(fmt: Any) -> ResponseFormat | None:
+    """Ollama's `format`: "json" (any JSON object) or a JSON schema."""
+    if fmt in (None, ""):
+        return None
+    if fmt == "json":
+        return ResponseFormat(JSON_OBJECT)
+    if isinstance(fmt, dict):
+        return ResponseFormat(fmt)
+    raise InvalidParameter('format must be "json" or a JSON schema object')
+
+
+def sampling(options: dict[str, Any], logprobs: bool, top_logprobs: int | None) -> dict[str, Any]:
+    """`options` (Ollama's names) and the logprobs switches as SamplingParams fields."""
+    check_options(options)
+    changes = option_changes(options)
+    top = logprobs_option(logprobs, top_logprobs)
+    if top is not None:
+        changes["logprobs"] = top
+    return changes
+
+
+def refuse_images(images: list[str] | None) -> None:
+    """Images are not run yet: say so rather than answer without them."""
+    if images:
+        raise InvalidParameter(
+            "vision is not supported yet: candor does not run image inputs; send text only"
+        )
+
+
+def generate_request(body: GenerateRequest, keep_alive: float | None) -> ReplyRequest:
+    """/api/generate: the prompt through the chat template (a user turn after any system), or raw."""
+    refuse_images(body.images)
+    if body.raw and body.think not in (None, False):
+        raise InvalidParameter("`think` needs the model's chat template, which `raw` skips; omit one of them")
+    common: dict[str, Any] = {
+        "response_format": response_format(body.format),
+        "sampling": sampling(body.options, body.logprobs, body.top_logprobs),
+        "ctx": context_option(body.options),
+        "keep_alive": keep_alive,
+    }
+    if body.raw:
+        return ReplyRequest(body.model, prompt=body.prompt, **common)
+    messages = ([Message("system", body.system)] if body.system else []) + [Message("user", body.prompt)]
+    return ReplyRequest(body.model, messages, think=body.think, **common)
+
+
+def chat_request(body: ChatRequest, keep_alive: float | None) -> ReplyRequest:
+    """/api/chat: the conversation, its tools and thinking."""
+    refuse_images([i for m in body.messages for i in (m.images or [])])
+    messages = [
+        Message.coerce(
+            {"role": m.role, "content": m.content or "", "tool_calls": m.tool_calls, "tool_name": m.tool_name}
+        )
+        for m in body.messages
+    ]
+    return ReplyRequest(
+        body.model,
+        messages,
+        tools=body.tools,
+        think=body.think,
+        response_format=response_format(body.format),
+        sampling=sampling(body.options, body.logprobs, body.top_logprobs),
+        ctx=context_option(body.options),
+        keep_alive=keep_alive,
+    )
+
+
+# -- replies --------------------------------------------------------------------------------------------
+
+
+def metrics(last: Chunk | ReplyEvent) -> dict[str, Any]:
     """The final chunk's counters, durations in nanoseconds."""
     usage, t = last.usage, last.timings
     if usage is None or t is None:
@@ -42,32 +122,45 @@ def embed_metrics(result: Embeddings) -> dict[str, Any]:
     }
 
 
-def generate_chunk(model: str, chunk: Chunk) -> dict[str, Any]:
-    """One /api/generate line."""
-    line: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": chunk.text, "done": False}
-    if chunk.finish_reason is not None:
-        line.update(done=True, done_reason=chunk.finish_reason.value, **metrics(chunk))
+def _done(line: dict[str, Any], event: ReplyEvent) -> dict[str, Any]:
+    if event.finish_reason is not None:
+        line.update(done=True, done_reason=event.finish_reason.value, **metrics(event))
     return line
 
 
-def chat_chunk(model: str, chunk: Chunk) -> dict[str, Any]:
-    """One /api/chat line."""
-    line: dict[str, Any] = {
-        "model": model,
-        "created_at": timestamp(),
-        "message": {"role": "assistant", "content": chunk.text},
-        "done": False,
-    }
-    if chunk.finish_reason is not None:
-        line.update(done=True, done_reason=chunk.finish_reason.value, **metrics(chunk))
-    return line
+def generate_line(model: str, event: ReplyEvent, *, logprobs: bool) -> dict[str, Any]:
+    """One /api/generate line: the answer in `response`, reasoning in `thinking`."""
+    line: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": event.text, "done": False}
+    if event.thinking:
+        line["thinking"] = event.thinking
+    if logprobs:
+        line["logprobs"] = logprobs_of(event.logprobs)
+    return _done(line, event)
+
+
+def chat_line(model: str, event: ReplyEvent, *, logprobs: bool) -> dict[str, Any]:
+    """One /api/chat line: content, thinking and tool calls in `message`."""
+    message: dict[str, Any] = {"role": "assistant", "content": event.text}
+    if event.thinking:
+        message["thinking"] = event.thinking
+    if event.tool_calls:
+        message["tool_calls"] = tool_calls(event.tool_calls)
+    line: dict[str, Any] = {"model": model, "created_at": timestamp(), "message": message, "done": False}
+    if logprobs:
+        line["logprobs"] = logprobs_of(event.logprobs)
+    return _done(line, event)
+
+
+def tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    """Ollama's tool calls: arguments as an object."""
+    return [{"function": {"name": c.name, "arguments": c.arguments}} for c in calls]
 
 
 def _token(piece: bytes, logprob: float) -> dict[str, Any]:
     return {"token": piece.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(piece)}
 
 
-def logprobs(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+def logprobs_of(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
     """Ollama's `logprobs`: each token with its log-probability and the most likely alternatives."""
     return [
         {**_token(e.piece, e.logprob), "top_logprobs": [_token(piece, lp) for piece, lp in e.top]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,10 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from candor import __version__
-from candor.engine.grammar import json_grammar, schema_grammar
-from candor.errors import CandorError, InvalidParameter
-from candor.prompt.replies import ToolCall
-from candor.scheduler import LoadedModel
+from candor.errors import CandorError
+from candor.pipeline import ReplyEvent, ReplyRequest
 from candor.server.ollama import convert
 from candor.server.ollama.protocol import (
     ChatRequest,
@@ -26,13 +24,10 @@ from candor.server.ollama.protocol import (
     GenerateRequest,
     ModelRequest,
 )
-from candor.server.replies import ReplyStream, plan_reply, read_reply
-from candor.server.request_fields import check_options, context_option, keep_alive_seconds, logprobs_option
-from candor.server.request_limits import check_grammar_option
+from candor.server.request_fields import keep_alive_seconds
 from candor.server.state import load_model, scheduler_of
-from candor.server.streaming import Collected, collect, opened
+from candor.server.streaming import collect, opened, reply_events
 from candor.store.licenses import license_texts, readable
-from candor.types import Chunk, FinishReason, Message, SamplingParams
 
 OLLAMA_COMPAT_VERSION = "0.12.0"  # the Ollama API level candor speaks; clients check for a minimum
 NDJSON = "application/x-ndjson"
@@ -40,41 +35,31 @@ NDJSON = "application/x-ndjson"
 router = APIRouter()
 
 
-def with_format(options: dict[str, Any], fmt: Any) -> dict[str, Any]:
-    """Ollama's `format` ("json" or a JSON schema) as a grammar option."""
-    if fmt in (None, ""):
-        return options
-    if fmt == "json":
-        return {**options, "grammar": json_grammar()}
-    if isinstance(fmt, dict):
-        return {**options, "grammar": schema_grammar(fmt)}
-    raise InvalidParameter('format must be "json" or a JSON schema object')
-
-
-def _refuse_images(images: list[str] | None) -> None:
-    if images:
-        raise InvalidParameter(
-            "vision is not supported yet: candor does not run image inputs; send text only"
-        )
-
-
-async def _generate_lines(
-    chunks: AsyncIterator[Chunk], reader: ReplyStream | None, line: Any
+async def _ndjson(
+    events: AsyncIterator[ReplyEvent], line: Callable[[ReplyEvent], dict[str, Any]]
 ) -> AsyncIterator[bytes]:
-    """Stream a generation; with a reader, reasoning goes to `thinking` and the answer to `response`."""
+    """A streamed answer, one JSON line per event; after the first byte an error is one last line."""
     try:
-        async for chunk in chunks:
-            thinking, text = "", chunk.text
-            if reader is not None:
-                piece = reader.push(chunk.text)
-                thinking, text = piece.thinking, piece.content
-                if chunk.finish_reason is not None:
-                    rest = reader.finish()
-                    thinking += rest.thinking or ""
-                    text += rest.content
-            yield (json.dumps(line(chunk, text, thinking)) + "\n").encode()
-    except CandorError as exc:  # after the first byte an error is one last line
+        async for event in events:
+            yield (json.dumps(line(event)) + "\n").encode()
+    except CandorError as exc:
         yield (json.dumps({"error": str(exc)}) + "\n").encode()
+
+
+async def _answer(
+    request: Request, wanted: ReplyRequest, stream: bool, line: Callable[[ReplyEvent], dict[str, Any]]
+) -> Response:
+    """Load the model (its time is the answer's load_duration), start the reply, and stream it as NDJSON
+    or return it whole."""
+    started = time.perf_counter()
+    await load_model(request, wanted.model or "", ctx=wanted.ctx, keep_alive=wanted.keep_alive)
+    reply = scheduler_of(request).reply(wanted, load_seconds=time.perf_counter() - started)
+    headers = {"X-Candor-Chat-Format": f"fallback; {reply.fallback_format}"} if reply.fallback_format else {}
+    if stream:
+        events = reply_events(await opened(reply.handle, request), reply.reader)
+        return StreamingResponse(_ndjson(events, line), media_type=NDJSON, headers=headers)
+    whole = await collect(reply.handle, request)
+    return JSONResponse(line(reply.reader.whole(whole.text, whole.last, whole.logprobs)), headers=headers)
 
 
 async def _load_only(request: Request, name: str, keep_alive: float | None, chat: bool) -> dict[str, Any]:
@@ -100,15 +85,6 @@ async def _load_only(request: Request, name: str, keep_alive: float | None, chat
     return body
 
 
-async def _timed_load(
-    request: Request, name: str, *, ctx: int | None, keep_alive: float | None
-) -> tuple[LoadedModel, float]:
-    """Load the model for a request; and the seconds that took, which its answer reports as load_duration."""
-    started = time.perf_counter()
-    loaded = await load_model(request, name, ctx=ctx, keep_alive=keep_alive)
-    return loaded, time.perf_counter() - started
-
-
 @router.get("/")
 @router.head("/")
 async def root() -> PlainTextResponse:
@@ -125,166 +101,27 @@ async def version() -> dict[str, str]:
 @router.post("/api/generate", response_model=None)
 async def generate(body: GenerateRequest, request: Request) -> Response | dict[str, Any]:
     """Complete a prompt (the chat template applies unless `raw`); reasoning goes to `thinking`."""
-    _refuse_images(body.images)
-    if body.raw and body.think not in (None, False):
-        raise InvalidParameter("`think` needs the model's chat template, which `raw` skips; omit one of them")
-    options = with_format(body.options, body.format)
-    check_options(options)
-    check_grammar_option(options, "the format (or grammar)")
     keep_alive = keep_alive_seconds(body.keep_alive)
-    logprobs = logprobs_option(body.logprobs, body.top_logprobs)
+    wanted = convert.generate_request(body, keep_alive)
     if not body.prompt and not body.system:
         return await _load_only(request, body.model, keep_alive, chat=False)
-    sched = scheduler_of(request)
-    ctx = context_option(body.options)
-    loaded, waited = await _timed_load(request, body.model, ctx=ctx, keep_alive=keep_alive)
-    params = _params(sched.defaults(body.model, chat=not body.raw), logprobs)
-    plan, reader = None, None
-    if body.raw:
-        handle = sched.generate(
-            body.model,
-            body.prompt,
-            options=options,
-            params=params,
-            keep_alive=keep_alive,
-            ctx=ctx,
-            load_seconds=waited,
-        )
-    else:
-        plan = plan_reply(loaded, None, "auto", body.think)
-        messages = ([Message("system", body.system)] if body.system else []) + [Message("user", body.prompt)]
-        handle = sched.chat(
-            body.model,
-            messages,
-            options=options,
-            params=params,
-            keep_alive=keep_alive,
-            ctx=ctx,
-            variables=plan.variables,
-            load_seconds=waited,
-        )
-        if body.stream and plan.thinking:
-            reader = ReplyStream.for_request(loaded, plan, messages)
-
-    def line(chunk: Chunk, text: str, thinking: str | None) -> dict[str, Any]:
-        out = convert.generate_chunk(body.model, chunk)
-        out["response"] = text
-        if thinking:
-            out["thinking"] = thinking
-        if logprobs is not None:
-            out["logprobs"] = convert.logprobs(chunk.logprobs)
-        return out
-
-    if body.stream:
-        lines = _generate_lines(await opened(handle, request), reader, line)
-        return StreamingResponse(lines, media_type=NDJSON)
-    whole = await collect(handle, request)
-    if plan is None:
-        return line(_whole(whole.text, whole), whole.text, None)
-    reply = read_reply(loaded, plan, whole.text)
-    return line(_whole(reply.content, whole), reply.content, reply.thinking)
-
-
-def _params(defaults: SamplingParams, logprobs: int | None) -> SamplingParams | None:
-    """The named model's defaults with the request's logprobs (None: the scheduler's defaults as they are)."""
-    return None if logprobs is None else defaults.with_overrides(logprobs=logprobs)
-
-
-def _whole(text: str, whole: Collected) -> Chunk:
-    last = whole.last
-    return Chunk(
-        text,
-        logprobs=whole.logprobs,
-        finish_reason=last.finish_reason or FinishReason.STOP,
-        usage=last.usage,
-        timings=last.timings,
+    logprobs = body.logprobs
+    return await _answer(
+        request, wanted, body.stream, lambda e: convert.generate_line(body.model, e, logprobs=logprobs)
     )
-
-
-def _fallback_header(loaded: LoadedModel) -> dict[str, str]:
-    """Say in a header when the model chats through a fallback format rather than its own template."""
-    fmt = loaded.chat_format
-    return {"X-Candor-Chat-Format": f"fallback; {fmt.name}"} if fmt.is_fallback else {}
 
 
 @router.post("/api/chat", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Response:
     """Answer a conversation; tools and thinking are read out of the reply."""
-    _refuse_images([i for m in body.messages for i in (m.images or [])])
     keep_alive = keep_alive_seconds(body.keep_alive)
-    logprobs = logprobs_option(body.logprobs, body.top_logprobs)
+    wanted = convert.chat_request(body, keep_alive)
     if not body.messages:
         return JSONResponse(await _load_only(request, body.model, keep_alive, chat=True))
-    sched = scheduler_of(request)
-    ctx = context_option(body.options)
-    loaded, waited = await _timed_load(request, body.model, ctx=ctx, keep_alive=keep_alive)
-    plan = plan_reply(loaded, body.tools, "auto", body.think)
-    options = with_format(body.options, body.format)
-    check_options(options)
-    check_grammar_option(options, "the format (or grammar)")
-    messages = [
-        Message.coerce(
-            {"role": m.role, "content": m.content or "", "tool_calls": m.tool_calls, "tool_name": m.tool_name}
-        )
-        for m in body.messages
-    ]
-    reader = ReplyStream.for_request(loaded, plan, messages) if body.stream else None
-    handle = sched.chat(
-        body.model,
-        messages,
-        options=options,
-        params=_params(sched.defaults(body.model, chat=True), logprobs),
-        keep_alive=keep_alive,
-        ctx=ctx,
-        tools=plan.tools,
-        variables=plan.variables,
-        load_seconds=waited,
+    logprobs = body.logprobs
+    return await _answer(
+        request, wanted, body.stream, lambda e: convert.chat_line(body.model, e, logprobs=logprobs)
     )
-    headers = _fallback_header(loaded)
-    if reader is not None:
-        lines = _chat_lines(await opened(handle, request), body.model, reader, logprobs is not None)
-        return StreamingResponse(lines, media_type=NDJSON, headers=headers)
-    whole = await collect(handle, request)
-    reply = read_reply(loaded, plan, whole.text)
-    line = convert.chat_chunk(body.model, _whole(reply.content, whole))
-    _add_reply(line, reply.thinking, reply.tool_calls)
-    if logprobs is not None:
-        line["logprobs"] = convert.logprobs(whole.logprobs)
-    return JSONResponse(line, headers=headers)
-
-
-def _add_reply(line: dict[str, Any], thinking: str | None, calls: Sequence[ToolCall]) -> None:
-    if thinking:
-        line["message"]["thinking"] = thinking
-    if calls:
-        line["message"]["tool_calls"] = [
-            {"function": {"name": c.name, "arguments": c.arguments}} for c in calls
-        ]
-
-
-async def _chat_lines(
-    chunks: AsyncIterator[Chunk], model: str, reader: ReplyStream, logprobs: bool
-) -> AsyncIterator[bytes]:
-    """Stream a chat: reasoning to `thinking` and the answer to `content` as they come; tool calls at the
-    end (their text is held back, so it never shows as content)."""
-    try:
-        async for chunk in chunks:
-            line = convert.chat_chunk(model, chunk)
-            piece = reader.push(chunk.text)
-            thinking, content = piece.thinking, piece.content
-            calls: tuple[ToolCall, ...] = ()
-            if chunk.finish_reason is not None:
-                rest = reader.finish()
-                thinking += rest.thinking or ""
-                content += rest.content
-                calls = rest.tool_calls
-            line["message"]["content"] = content
-            _add_reply(line, thinking, calls)
-            if logprobs:
-                line["logprobs"] = convert.logprobs(chunk.logprobs)
-            yield (json.dumps(line) + "\n").encode()
-    except CandorError as exc:
-        yield (json.dumps({"error": str(exc)}) + "\n").encode()
 
 
 @router.post("/api/embed")

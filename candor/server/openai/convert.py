@@ -1,4 +1,5 @@
-"""candor's chunks -> OpenAI's objects. Ids like chatcmpl-... are made here and nowhere else."""
+"""OpenAI's wire format <-> candor's own: requests -> ReplyRequest; events -> OpenAI's objects. Ids like
+chatcmpl-... are made here and nowhere else."""
 
 from __future__ import annotations
 
@@ -9,8 +10,104 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from candor.errors import InvalidParameter
+from candor.pipeline import JSON_OBJECT, ReplyRequest, ResponseFormat
 from candor.prompt.replies import ToolCall
-from candor.types import FinishReason, TokenLogprob, Usage
+from candor.server.openai.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
+from candor.server.request_fields import logprobs_option
+from candor.types import FinishReason, Message, TokenLogprob, Usage
+
+# -- requests -------------------------------------------------------------------------------------------
+
+
+def sampling(body: _Sampling) -> dict[str, Any]:
+    """OpenAI's (and llama-server's) sampling fields as SamplingParams fields."""
+    values = {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "seed": body.seed,
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "top_k": body.top_k,
+        "min_p": body.min_p,
+        "repeat_penalty": body.repeat_penalty,
+        "grammar": body.grammar,
+        "ignore_eos": body.ignore_eos or None,
+    }
+    fields: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    if body.stop:
+        fields["stop"] = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
+    return fields
+
+
+def response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
+    """OpenAI's response_format: text, json_object, or json_schema with its schema."""
+    if not value or value.get("type") in (None, "text"):
+        return None
+    kind = value.get("type")
+    if kind == "json_object":
+        return ResponseFormat(JSON_OBJECT)
+    if kind == "json_schema":
+        spec = value.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidParameter("response_format.json_schema.schema must be a JSON schema object")
+        return ResponseFormat(schema)
+    raise InvalidParameter(f"response_format type {kind!r} is not one of text, json_object, json_schema")
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for part in content:
+        if part.get("type") == "text":
+            parts.append(str(part.get("text", "")))
+        else:
+            raise InvalidParameter("vision is not supported yet: send text content parts only")
+    return "".join(parts)
+
+
+def chat_request(body: ChatCompletionRequest) -> ReplyRequest:
+    """/v1/chat/completions: the conversation, tools, tool choice and response format."""
+    fields = sampling(body)
+    top = logprobs_option(body.logprobs, body.top_logprobs)
+    if top is not None:
+        fields["logprobs"] = top
+    messages = [
+        Message.coerce(
+            {"role": m.role, "content": _text(m.content), "tool_calls": m.tool_calls, "name": m.name}
+        )
+        for m in body.messages
+    ]
+    return ReplyRequest(
+        body.model,
+        messages,
+        tools=body.tools,
+        tool_choice=body.tool_choice or "auto",
+        response_format=response_format(body.response_format),
+        sampling=fields,
+    )
+
+
+def completion_request(body: CompletionRequest) -> ReplyRequest:
+    """/v1/completions: one raw prompt, continued as it is."""
+    if isinstance(body.prompt, list):
+        if len(body.prompt) != 1:
+            raise InvalidParameter("candor completes one prompt per request; send a string")
+        prompt = body.prompt[0]
+    else:
+        prompt = body.prompt
+    fields = sampling(body)
+    if body.logprobs is not None:
+        fields["logprobs"] = body.logprobs
+    return ReplyRequest(
+        body.model, prompt=prompt, response_format=response_format(body.response_format), sampling=fields
+    )
+
+
+# -- replies --------------------------------------------------------------------------------------------
 
 
 def new_id(prefix: str) -> str:
@@ -23,14 +120,15 @@ def finish(reason: FinishReason | None) -> str | None:
     return None if reason is None else reason.value
 
 
-def usage(u: Usage | None) -> dict[str, int] | None:
-    """Exact token counts."""
+def usage(u: Usage | None) -> dict[str, Any] | None:
+    """Exact token counts, with the prompt tokens the prefix cache supplied (OpenAI's cached_tokens)."""
     if u is None:
         return None
     return {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     }
 
 
