@@ -117,6 +117,8 @@ def check_schema(schema: Any, what: str = "the JSON schema") -> None:
     (rather than ignore them), or one too large or too deep to become a grammar llama.cpp runs safely."""
     if not isinstance(schema, Mapping):
         raise InvalidParameter(f"{what} must be a JSON object")
+    if _depth(schema) > MAX_GRAMMAR_NESTING:
+        raise InvalidParameter(f"{what} nests deeper than {MAX_GRAMMAR_NESTING} levels; use $defs and $ref")
     unenforced = sorted(
         {
             f"{key} (at {where})"
@@ -138,13 +140,20 @@ def check_schema(schema: Any, what: str = "the JSON schema") -> None:
             f"{what} is too large ({size} characters; at most {MAX_GRAMMAR_CHARS}); use fewer enum values "
             "or properties"
         )
-    if _depth(schema) > MAX_GRAMMAR_NESTING:
-        raise InvalidParameter(f"{what} nests deeper than {MAX_GRAMMAR_NESTING} levels; use $defs and $ref")
 
 
 def _depth(value: Any) -> int:
-    if isinstance(value, Mapping):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+    """How deep JSON nests, walked without recursion (a body may nest as deep as its parser allows)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
