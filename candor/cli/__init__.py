@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from candor import __version__
+from candor.config import read
 from candor.errors import CandorError
 
 # Command (or alias) -> the module under candor.cli that defines it, in `candor --help`'s order. Only the
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    debug = bool(os.environ.get("CANDOR_DEBUG"))
+    debug = bool(read("CANDOR_DEBUG"))
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s") if debug else _UserFormatter())
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
