@@ -17,6 +17,7 @@ from pathlib import Path
 
 import llama_cpp
 
+from candor import config
 from candor.engine.build_info import build_info
 from candor.errors import CandorError
 from candor.model import Model
@@ -32,7 +33,7 @@ def find_llama_tools(explicit: str | None = None) -> Path | None:
         candidates.append(Path(explicit) / "llama-bench")
     if found := shutil.which("llama-bench"):
         candidates.append(Path(found))
-    cache = os.environ.get("CANDOR_REF_DIR", str(Path.home() / ".cache" / "candor-ref"))
+    cache = str(config.read("CANDOR_REF_DIR"))
     # the default build first, then those built with other CMAKE_ARGS (a suffix per set of flags)
     for suffix in ("", "-*"):
         pattern = f"{cache}/llama-cpp-python-{llama_cpp.__version__}{suffix}/build/bin/llama-bench"

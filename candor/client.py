@@ -3,46 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import httpx
 
+from candor.config import read, server_address
 from candor.errors import Busy, CandorError, InvalidParameter, ModelNotFound
-
-DEFAULT_PORT = 11434
-
-
-def split_host(raw: str) -> tuple[str, str, int]:
-    """OLLAMA_HOST's forms (`host`, `host:port`, `http://host:port`, `[::1]:port`) as (scheme, host, port);
-    the host defaults to 127.0.0.1 and the port to 11434. Shared by `serve` (where to listen) and the
-    commands that talk to a server (where to call)."""
-    text = raw.strip()
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "http", text
-    rest = rest.split("/", 1)[0]
-    if rest.startswith("["):  # [IPv6]:port
-        name, _, tail = rest[1:].partition("]")
-        port = tail.removeprefix(":")
-    elif rest.count(":") == 1:
-        name, _, port = rest.partition(":")
-    else:  # a bare IPv6 address has no port
-        name, port = rest, ""
-    if scheme not in ("http", "https") or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        raise InvalidParameter(
-            f"{raw!r} is not a server address; write it as HOST[:PORT], e.g. 127.0.0.1:11434"
-        )
-    return scheme, name or "127.0.0.1", int(port) if port else DEFAULT_PORT
 
 
 def server_url(host: str | None = None) -> str:
     """Where a candor server is called: `host` (a --host flag), else CANDOR_HOST, else OLLAMA_HOST, else
     127.0.0.1:11434."""
-    raw = host or os.environ.get("CANDOR_HOST") or os.environ.get("OLLAMA_HOST") or ""
-    scheme, name, port = split_host(raw)
-    return f"{scheme}://{f'[{name}]' if ':' in name else name}:{port}"
+    return server_address(host).url
 
 
 def running_server(url: str | None = None, timeout: float = 0.5) -> str | None:
@@ -56,7 +29,7 @@ def running_server(url: str | None = None, timeout: float = 0.5) -> str | None:
 
 
 def _auth() -> dict[str, str]:
-    key = os.environ.get("CANDOR_API_KEY")
+    key = read("CANDOR_API_KEY")
     return {"authorization": f"Bearer {key}"} if key else {}
 
 

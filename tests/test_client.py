@@ -6,7 +6,8 @@ import pytest
 
 from candor import InvalidParameter
 from candor.cli.serve import bind_address
-from candor.client import server_url, split_host
+from candor.client import server_url
+from candor.config import parse_address
 
 
 @pytest.mark.parametrize(
@@ -43,4 +44,4 @@ def test_a_flag_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.mark.parametrize("raw", ["host:port", "host:0", "host:70000", "ftp://host"])
 def test_a_bad_address_says_how_to_write_one(raw: str) -> None:
     with pytest.raises(InvalidParameter, match=r"HOST\[:PORT\], e.g. 127.0.0.1:11434"):
-        split_host(raw)
+        parse_address(raw)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from candor import __version__
+from candor.config import read
 from candor.errors import CandorError
 
 # Command (or alias) -> the module under candor.cli that defines it, in `candor --help`'s order. Only the
@@ -35,6 +35,28 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: its flags may come anywhere among its words (`candor run MODEL --temperature 0
+    PROMPT`), and a usage error shows this command's usage, not the top level's."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse flags and positionals in any order; an unknown word is this command's usage error."""
+        if self._intermixing:  # parse_known_intermixed_args calls back here for each of its two passes
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            parsed, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:  # left to the top-level parser, the error would show `candor`'s usage
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The top-level parser, with the sub-parsers of the named command modules (None: all of them)."""
     parser = argparse.ArgumentParser(
@@ -43,7 +65,7 @@ def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParse
         epilog='example: candor run "Why is the sky blue?"',
     )
     parser.add_argument("--version", action="version", version=f"candor {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for module in dict.fromkeys(COMMANDS.values() if modules is None else modules):
         importlib.import_module(f"candor.cli.{module}").register(sub)
     return parser
@@ -75,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    debug = bool(os.environ.get("CANDOR_DEBUG"))
+    debug = bool(read("CANDOR_DEBUG"))
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s") if debug else _UserFormatter())
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from candor import __version__
 from candor.config import Settings, describe
@@ -58,7 +59,7 @@ def report() -> dict[str, Any]:
         "huge_pages": huge_pages_status(),
         "load_mode": settings.load_mode,
         "home": str(settings.home),
-        "settings": [{"env": env, "value": value, "description": d} for env, value, d in describe()],
+        "settings": [dataclasses.asdict(row) for row in describe()],
     }
 
 
@@ -97,8 +98,18 @@ def handle(args: argparse.Namespace) -> int:
             file=out,
         )
         print(f"  {data['cpu_buffers']['amx_free_build']}", file=out)
-    print("\nsettings (environment variables; command-line flags override them):", file=out)
-    name_width = max(len(row["env"]) for row in data["settings"])
-    for row in data["settings"]:
-        print(f"  {row['env']:<{name_width}} {row['value']:<24} {row['description']}", file=out)
+    print_settings(data["settings"], out)
     return 0
+
+
+def print_settings(rows: list[dict[str, str]], out: TextIO) -> None:
+    """Print the settings table: variable, current value, where it came from, what it does."""
+    print("\nsettings (environment variables; command-line flags override them):", file=out)
+    name_width = max(len(row["env"]) for row in rows)
+    source_width = max(len(row["source"]) for row in rows)
+    for row in rows:
+        print(
+            f"  {row['env']:<{name_width}}  {row['value']:<24} {row['source']:<{source_width}}  "
+            f"{row['description']}",
+            file=out,
+        )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import socket
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any
 
+from candor.config import SETTINGS, parse_names, read, server_address
 from candor.errors import CandorError
 
 if TYPE_CHECKING:
@@ -21,67 +22,61 @@ EXAMPLES = """examples:
 """
 
 
+def settings_help(width: int = 100) -> str:
+    """Every setting of candor.config as `serve --help` lists it: variable, default, what it does."""
+    name_width = max(len(setting.env) for setting in SETTINGS)
+    lines = ["settings (environment variables; the flags above override them):"]
+    for setting in SETTINGS:
+        head = f"  {setting.env:<{name_width}}  "
+        text = f"{setting.description} (default: {setting.default_text})"
+        wrapped = textwrap.wrap(text, width=max(40, width - len(head)))
+        lines.append(head + wrapped[0])
+        lines.extend(" " * len(head) + more for more in wrapped[1:])
+    return "\n".join(lines) + "\n"
+
+
 def register(sub: Any) -> None:
     """Add the `serve` command."""
     parser = sub.add_parser(
         "serve",
         help="serve Ollama's and OpenAI's HTTP APIs",
         description=__doc__,
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # Flags default to None; the environment is read when `serve` runs (a bad variable fails it alone,
+    # not `serve --help`), through candor.config, which declares each variable once.
     parser.add_argument("--host", help="address to bind (CANDOR_HOST, else OLLAMA_HOST, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 11434)")
+    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (CANDOR_API_KEY)")
     parser.add_argument(
-        "--api-key",
-        default=os.environ.get("CANDOR_API_KEY"),
-        help="require 'Authorization: Bearer KEY' (CANDOR_API_KEY)",
+        "--allowed-hosts", help="extra Host names to accept, comma-separated (CANDOR_ALLOWED_HOSTS)"
     )
     parser.add_argument(
-        "--allowed-hosts",
-        default=os.environ.get("CANDOR_ALLOWED_HOSTS", ""),
-        help="extra Host names to accept, comma-separated (CANDOR_ALLOWED_HOSTS)",
-    )
-    parser.add_argument(
-        "--cors-origins",
-        default=os.environ.get("CANDOR_CORS_ORIGINS", ""),
-        help="origins browsers may call from, comma-separated (CANDOR_CORS_ORIGINS)",
+        "--cors-origins", help="origins browsers may call from, comma-separated (CANDOR_CORS_ORIGINS)"
     )
     limits = parser.add_argument_group("capacity (Ollama's OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE...)")
-    limits.add_argument(
-        "--parallel",
-        type=int,
-        default=None,
-        help="requests decoded together per model (CANDOR_PARALLEL, default 4)",
-    )
+    limits.add_argument("--parallel", type=int, help="requests decoded together per model (CANDOR_PARALLEL)")
     limits.add_argument(
         "--max-queue",
         type=int,
-        default=None,
-        help="requests that may wait per model before the server answers 503 (CANDOR_MAX_QUEUE, default 32)",
+        help="requests that may wait per model before the server answers 503 (CANDOR_MAX_QUEUE)",
     )
     limits.add_argument(
-        "--max-loaded",
-        type=int,
-        default=None,
-        help="models kept loaded at once (CANDOR_MAX_LOADED_MODELS, default 2)",
+        "--max-loaded", type=int, help="models kept loaded at once (CANDOR_MAX_LOADED_MODELS)"
     )
     limits.add_argument(
         "--keep-alive",
-        default=os.environ.get("CANDOR_KEEP_ALIVE", "5m"),
         help="how long an idle model stays loaded: '5m', '30s', 0, -1 = forever (CANDOR_KEEP_ALIVE)",
     )
     parser.set_defaults(handler=handle)
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise CandorError(f"{name}={raw!r} is not a whole number") from None
+def _names(flag: str | None, env: str) -> tuple[str, ...]:
+    if flag is None:
+        names: tuple[str, ...] = read(env)
+        return names
+    return parse_names(flag)
 
 
 def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
@@ -89,10 +84,9 @@ def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
     from candor.scheduler import SchedulerConfig
     from candor.server.request_fields import keep_alive_seconds
 
-    # Environment variables are read here, not when the parser is built: a bad one fails `serve` alone.
-    parallel = args.parallel if args.parallel is not None else _env_int("CANDOR_PARALLEL", 4)
-    queue = args.max_queue if args.max_queue is not None else _env_int("CANDOR_MAX_QUEUE", 32)
-    loaded = args.max_loaded if args.max_loaded is not None else _env_int("CANDOR_MAX_LOADED_MODELS", 2)
+    parallel = args.parallel if args.parallel is not None else read("CANDOR_PARALLEL")
+    queue = args.max_queue if args.max_queue is not None else read("CANDOR_MAX_QUEUE")
+    loaded = args.max_loaded if args.max_loaded is not None else read("CANDOR_MAX_LOADED_MODELS")
     for flag, value, low in (
         ("--parallel", parallel, 1),
         ("--max-queue", queue, 0),
@@ -100,7 +94,9 @@ def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
     ):
         if value < low:
             raise CandorError(f"{flag} must be at least {low}; got {value}")
-    keep_alive = keep_alive_seconds(args.keep_alive)
+    keep_alive = keep_alive_seconds(
+        args.keep_alive if args.keep_alive is not None else read("CANDOR_KEEP_ALIVE")
+    )
     return SchedulerConfig(
         parallel=parallel,
         queue_max=queue,
@@ -112,11 +108,8 @@ def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
 
 def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
     """--host/--port, else CANDOR_HOST, else OLLAMA_HOST, else 127.0.0.1:11434."""
-    from candor.client import split_host
-
-    raw = host or os.environ.get("CANDOR_HOST") or os.environ.get("OLLAMA_HOST") or ""
-    _, name, given = split_host(raw)
-    return name, port or given
+    address = server_address(host)
+    return address.host, port or address.port
 
 
 def _who_listens(host: str, port: int) -> str:
@@ -150,9 +143,9 @@ def handle(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         host=host,
         port=port,
-        api_key=args.api_key or None,
-        allowed_hosts=frozenset(h.strip() for h in args.allowed_hosts.split(",") if h.strip()),
-        cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
+        api_key=(args.api_key if args.api_key is not None else read("CANDOR_API_KEY")) or None,
+        allowed_hosts=frozenset(_names(args.allowed_hosts, "CANDOR_ALLOWED_HOSTS")),
+        cors_origins=_names(args.cors_origins, "CANDOR_CORS_ORIGINS"),
     )
     app = create_app(settings, scheduler=Scheduler(config=scheduler_config(args)))
     print(f"candor serving on http://{host}:{port} (Ollama API at /api, OpenAI API at /v1)", file=sys.stderr)
