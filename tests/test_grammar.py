@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,27 +12,70 @@ import candor
 from candor import InvalidParameter, SamplingParams
 from candor.engine import ContextConfig, NativeModel
 from candor.engine.batching import BatchEngine, EngineRequest
-from candor.engine.grammar import json_grammar, schema_grammar
+from candor.engine.grammar import GrammarGate, schema_grammar
+from candor.grammar_limits import check_schema
+from candor.pipeline import JSON_OBJECT, ResponseFormat
+
+BYTE_TOKENS = 3  # the tiny vocabulary: 3 specials, then one token per byte (gguf_factory.vocabulary)
 
 
-def test_schema_becomes_a_grammar_and_unenforced_keywords_are_named() -> None:
+def accepts(model: NativeModel, grammar: str, text: str) -> bool:
+    """Whether llama.cpp's grammar sampler takes `text`, byte by byte, and then lets the reply end."""
+    gate = GrammarGate(model.vocab, grammar, model.n_vocab)
+    try:
+        for byte in text.encode():
+            if not gate.allows(BYTE_TOKENS + byte):
+                return False
+            gate.accept(BYTE_TOKENS + byte)
+        return gate.allows(model.eos)
+    finally:
+        gate.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_native(tiny_model_path: Path) -> Iterator[NativeModel]:
+    model = NativeModel(tiny_model_path)
+    yield model
+    model.close()
+
+
+def test_a_schema_grammar_takes_valid_instances_and_refuses_others(tiny_native: NativeModel) -> None:
     grammar = schema_grammar(
         {
             "type": "object",
-            "properties": {"a": {"type": "integer"}},
+            "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]}},
             "required": ["a"],
             "title": "T",
             "description": "ignored safely",
         }
     )
-    assert "root ::=" in grammar
+    assert accepts(tiny_native, grammar, '{"a": 5}')
+    assert accepts(tiny_native, grammar, '{"a": -12, "b": "y"}')
+    assert not accepts(tiny_native, grammar, '{"a": "5"}')  # wrong type
+    assert not accepts(tiny_native, grammar, '{"b": "x"}')  # a is required
+    assert not accepts(tiny_native, grammar, '{"a": 5, "b": "z"}')  # not in the enum
+    assert not accepts(tiny_native, grammar, '{"a": 5')  # unfinished
+
+
+def test_the_json_object_format_takes_any_object_only(tiny_native: NativeModel) -> None:
+    grammar = schema_grammar(JSON_OBJECT)
+    assert accepts(tiny_native, grammar, '{"x": [1, 2.5, "s"], "y": {"z": null}}')
+    assert not accepts(tiny_native, grammar, "[1, 2]")
+    assert not accepts(tiny_native, grammar, "hello")
+
+
+def test_unenforced_keywords_are_named_before_any_runner() -> None:
     with pytest.raises(InvalidParameter, match=r"minimum \(at /properties/a\)"):
-        schema_grammar({"type": "object", "properties": {"a": {"type": "integer", "minimum": 3}}})
+        ResponseFormat({"type": "object", "properties": {"a": {"type": "integer", "minimum": 3}}})
     with pytest.raises(InvalidParameter, match="uniqueItems"):
-        schema_grammar({"type": "array", "items": {"type": "string"}, "uniqueItems": True})
+        SamplingParams(json_schema={"type": "array", "items": {"type": "string"}, "uniqueItems": True})
     with pytest.raises(InvalidParameter, match="object"):
-        schema_grammar(["not", "a", "schema"])
-    assert "root" in json_grammar()
+        check_schema(["not", "a", "schema"])
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(200):
+        deep = {"type": "array", "items": deep}
+    with pytest.raises(InvalidParameter, match="nests deeper"):
+        check_schema(deep)
 
 
 def test_generation_follows_the_grammar_on_the_tiny_model(tiny_model_path: Path) -> None:

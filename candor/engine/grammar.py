@@ -13,7 +13,7 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from candor.errors import InvalidParameter
 from candor.grammar_limits import check_grammar, check_schema
@@ -31,11 +31,6 @@ def schema_grammar(schema: Any) -> str:
         raise InvalidParameter(f"the JSON schema cannot be turned into a grammar: {exc}") from None
     check_grammar(grammar, "the JSON schema's grammar")
     return grammar
-
-
-def json_grammar() -> str:
-    """Any JSON value (Ollama's format "json", OpenAI's json_object)."""
-    return str(JSON_GBNF)
 
 
 class GrammarGate:
