@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from candor.engine.build_info import build_info
 from candor.engine.support import ggml_type_supported
 from candor.errors import InvalidModelFile, UnsupportedModel
 from candor.gguf_file import GGUFHeader, read_gguf
@@ -139,6 +138,8 @@ def preflight(path: Path) -> GGUFHeader:
         {t.type_name for t in header.tensors if not ggml_type_supported(t.ggml_type, t.type_name)}
     )
     if unsupported:
+        from candor.engine.build_info import build_info  # loads llama.cpp: only to say which build refuses
+
         build = build_info().llama_cpp_commit
         raise UnsupportedModel(
             f"{path} uses tensor type(s) {', '.join(unsupported)} that this llama.cpp build ({build}) "

@@ -65,3 +65,27 @@ def test_a_command_says_warnings_as_a_user_reads_them(debug: str, expected: str)
     env = {**os.environ, "CANDOR_DEBUG": debug}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert done.stderr.strip().splitlines()[-1] == expected
+
+
+def loads_llama_cpp(code: str, env: dict[str, str] | None = None) -> bool:
+    probe = code + "\nimport sys\nprint('LOADED=' + str('llama_cpp' in sys.modules))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
+    return [x for x in done.stdout.splitlines() if x.startswith("LOADED=")][-1] == "LOADED=True"
+
+
+def test_importing_candor_and_running_ps_leave_llama_cpp_unloaded() -> None:
+    assert not loads_llama_cpp("import candor\nfrom candor import SamplingParams, Message, errors")
+    # `candor ps` against a port where nothing listens: it fails, and still never loads llama.cpp
+    closed = {"CANDOR_HOST": "127.0.0.1:9"}
+    assert not loads_llama_cpp(
+        "from candor.cli import main\ntry:\n    main(['ps'])\nexcept SystemExit:\n    pass", closed
+    )
+    # the server's own process: runners load llama.cpp, the server never does
+    assert not loads_llama_cpp("from candor.server.app import create_app\ncreate_app()")
+    assert loads_llama_cpp("import candor\ncandor.Model")  # the probe sees it when it is loaded
