@@ -583,3 +583,16 @@ def test_a_runner_whose_slots_all_have_requests_starts_without_waiting_for_more(
         ours.send(Generate(1, params, tokens=(1, 5, 6)))
         ours.send(Generate(2, params, tokens=(1, 7, 8)))
         assert ours.poll(5), "the runner waited for a third request that had no slot to go to"
+
+
+def test_usage_counts_the_prompt_tokens_the_prefix_cache_supplied(
+    scheduler: Scheduler, tiny_model_path: Path
+) -> None:
+    model = str(tiny_model_path)
+    history = "hello the world " * 8
+    first = list(scheduler.generate(model, history, params=GREEDY))[-1].usage
+    again = list(scheduler.generate(model, history + "the end", params=GREEDY))[-1].usage
+    assert first is not None and again is not None
+    assert first.cached_tokens == 0
+    # the whole first prompt was kept (its answer's tokens differ from the new text, so they are not)
+    assert first.prompt_tokens - 1 <= again.cached_tokens < again.prompt_tokens

@@ -122,6 +122,9 @@ def test_openai_client_chat_completion_and_embeddings(server: str) -> None:
         assert text == choice.message.content  # the same tokens, the same text
     assert_text_same_up_to_a_near_tie(text, reference)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(streamed)
+    # the same prompt again: all but its last token came from the prefix cache, and usage says so
+    details = chunks[-1].usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens == chunks[-1].usage.prompt_tokens - 1
     completion = client.completions.create(
         model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0
     )

@@ -22,23 +22,20 @@ from candor.server.openai.protocol import (
 )
 from candor.server.state import load_model, scheduler_of
 from candor.server.streaming import collect, opened, reply_events
-from candor.types import Chunk
 
 router = APIRouter(prefix="/v1")
 
 
 async def _sse(
-    chunks: AsyncIterator[Chunk],
-    render: Callable[[Chunk, bool], dict[str, Any]],
-    tail: Callable[[Chunk], dict[str, Any] | None],
+    events: AsyncIterator[ReplyEvent],
+    render: Callable[[ReplyEvent], dict[str, Any]],
+    tail: Callable[[ReplyEvent], dict[str, Any] | None],
 ) -> AsyncIterator[bytes]:
-    first = True
-    last: Chunk | None = None
+    last: ReplyEvent | None = None
     try:
-        async for chunk in chunks:
-            yield f"data: {json.dumps(render(chunk, first))}\n\n".encode()
-            first = False
-            last = chunk
+        async for event in events:
+            yield f"data: {json.dumps(render(event))}\n\n".encode()
+            last = event
         extra = tail(last) if last is not None else None
         if extra is not None:
             yield f"data: {json.dumps(extra)}\n\n".encode()
@@ -162,40 +159,33 @@ class ChatStream:
 async def completions(body: CompletionRequest, request: Request) -> Response | dict[str, Any]:
     """Raw completion, streamed as SSE or whole."""
     wanted = convert.completion_request(body)
-    prompt = str(wanted.prompt)
-    logprobs = body.logprobs
-    handle = (await _started(request, wanted)).handle
+    reply = await _started(request, wanted)
     ident, created = convert.new_id("cmpl"), int(time.time())
-    offsets = convert.TextLogprobs(prompt)
+    offsets = convert.TextLogprobs(str(wanted.prompt))
+    logprobs = body.logprobs is not None
 
-    def render(chunk: Chunk, text: str) -> dict[str, Any]:
+    def render(event: ReplyEvent) -> dict[str, Any]:
         return convert.text_chunk(
             ident,
             body.model,
             created,
-            text,
-            finish_reason=convert.finish(chunk.finish_reason),
-            logprobs=offsets.convert(chunk.logprobs) if logprobs is not None else None,
+            event.text,
+            finish_reason=convert.finish(event.finish_reason),
+            logprobs=offsets.convert(event.logprobs) if logprobs else None,
         )
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            _sse(
-                await opened(handle, request),
-                lambda c, _first: render(c, c.text),
-                lambda last: (
-                    convert.usage_chunk(ident, "text_completion", body.model, created, last.usage)
-                    if include_usage
-                    else None
-                ),
-            ),
-            media_type="text/event-stream",
-        )
-    whole = await collect(handle, request)
-    answer = render(
-        Chunk(whole.text, logprobs=whole.logprobs, finish_reason=whole.last.finish_reason), whole.text
-    )
+
+        def usage(last: ReplyEvent) -> dict[str, Any] | None:
+            if not include_usage:
+                return None
+            return convert.usage_chunk(ident, "text_completion", body.model, created, last.usage)
+
+        events = reply_events(await opened(reply.handle, request), reply.reader)
+        return StreamingResponse(_sse(events, render, usage), media_type="text/event-stream")
+    whole = await collect(reply.handle, request)
+    answer = render(reply.reader.whole(whole.text, whole.last, whole.logprobs))
     answer["usage"] = convert.usage(whole.last.usage)
     return answer
 
