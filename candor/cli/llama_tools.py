@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 from candor.errors import CandorError
-from candor.scheduler.process import runner_environment
 
 
 def find_llama_tools(explicit: str | None = None) -> Path | None:
@@ -75,6 +74,9 @@ def held_in_ram(cmd: list[str], in_ram: bool) -> tuple[list[str], dict[str, str]
     file), or holding the weights as a candor runner does (read into memory, glibc asked for huge pages)."""
     if not in_ram:
         return cmd, None
+    # Imported here: finding and describing the tools needs no scheduler (whose imports load llama.cpp).
+    from candor.scheduler.process import runner_environment
+
     return [*cmd, "--load-mode", "none"], runner_environment()
 
 
