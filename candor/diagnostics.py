@@ -13,10 +13,9 @@ from candor.engine.cpu_build import cpu_name as engine_cpu_name
 from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 
 if TYPE_CHECKING:
-    from candor.engine.build_info import BuildInfo
+    from candor.engine.build_info import BuildInfo as BuildInfo
 
 __all__ = [
-    "BuildInfo",
     "CpuBuffers",
     "amx_free_build",
     "build_info",
