@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from candor.benchmark import find_llama_tools, llama_bench, spread, tools_build
+from harness import find_llama_tools, llama_bench, spread, tools_build
+
 from candor.config import Settings
 from candor.store import Store
 

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import httpx
+from harness import find_llama_tools, held_in_ram, spread
 
-from candor.benchmark import find_llama_tools, held_in_ram, spread
 from candor.store import Store
 
 SLOTS = 8

@@ -105,7 +105,7 @@ def load(bench: Path, url: str, model: str, clients: int, requests: int) -> floa
     ).stdout
     result = json.loads(out.splitlines()[-1])
     if result["errors"]:
-        raise SystemExit(f"{url}: {result['errors']} requests failed")
+        raise SystemExit(f"{url}: {result['errors']} requests failed: {result['last_error']}")
     return float(result["tokens_per_s"])
 
 

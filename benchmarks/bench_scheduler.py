@@ -23,8 +23,7 @@ import sys
 import time
 
 import llama_cpp
-
-from candor.benchmark import (
+from harness import (
     candor_build,
     concurrent_decode_rate,
     find_llama_tools,
@@ -33,6 +32,7 @@ from candor.benchmark import (
     spread,
     tools_build,
 )
+
 from candor.config import Settings
 from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.scheduler import Scheduler, SchedulerConfig

@@ -21,9 +21,7 @@ import sys
 import time
 
 import llama_cpp
-
-import candor
-from candor.benchmark import (
+from harness import (
     candor_build,
     decode_rate,
     find_llama_tools,
@@ -32,6 +30,8 @@ from candor.benchmark import (
     spread,
     tools_build,
 )
+
+import candor
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from candor.model import Model, load
     from candor.store.library import (
         copy_model,
+        describe_model,
         import_model,
         import_ollama,
         licenses,
@@ -47,6 +48,7 @@ _LAZY = {
     "Model": "candor.model",
     "load": "candor.model",
     "copy_model": "candor.store.library",
+    "describe_model": "candor.store.library",
     "import_model": "candor.store.library",
     "import_ollama": "candor.store.library",
     "licenses": "candor.store.library",
@@ -87,6 +89,7 @@ __all__ = [
     "Usage",
     "__version__",
     "copy_model",
+    "describe_model",
     "import_model",
     "import_ollama",
     "licenses",

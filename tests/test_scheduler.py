@@ -310,7 +310,9 @@ def test_two_names_for_one_file_share_one_runner(scheduler: Scheduler, tiny_mode
     from candor.store import library as manage
 
     first = manage.import_model(tiny_model_path, name="tiny:a")
-    scheduler.store.registry.put(replace(first, name="tiny:b", parameters={"temperature": 0}, owned_files=()))
+    scheduler.pool.store.registry.put(
+        replace(first, name="tiny:b", parameters={"temperature": 0}, owned_files=())
+    )
     list(scheduler.generate("tiny:a", "hello", params=GREEDY))
     list(scheduler.generate("tiny:b", "hello", params=GREEDY))
     [info] = scheduler.loaded()

@@ -5,21 +5,19 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-from typing import Any
+import threading
+import time
+from typing import TYPE_CHECKING, Any
 
 import candor
-from candor.benchmark import (
-    candor_build,
-    concurrent_decode_rate,
-    decode_rate,
-    find_llama_tools,
-    llama_batched_bench,
-    llama_bench,
-    prefill_rate,
-    tools_build,
-)
+from candor.cli.llama_tools import find_llama_tools, llama_batched_bench, llama_bench, tools_build
 from candor.config import Settings
+from candor.diagnostics import candor_build
 from candor.scheduler import Scheduler, SchedulerConfig
+from candor.types import SamplingParams
+
+if TYPE_CHECKING:
+    from candor.model import Model
 
 STREAMS = 8
 
@@ -39,6 +37,59 @@ def register(sub: Any) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (CANDOR_THREADS)")
     parser.add_argument("--llama-tools", help="folder with llama-bench and llama-batched-bench")
     parser.set_defaults(handler=handle)
+
+
+def decode_rate(model: Model, n: int, seed: int) -> float:
+    """Decode n tokens from a one-token prompt with the default sampler chain; tokens/s after the first."""
+    prompt = model.tokenize("", add_special=True) or [1000]
+    done = model.generate(prompt, stream=False, max_tokens=n, ignore_eos=True, seed=seed)
+    return done.timings.decode_tokens_per_second(done.usage)
+
+
+def prefill_rate(model: Model, n: int, rng: random.Random) -> float:
+    """Evaluate an n-token prompt of random tokens (as llama-bench does); prompt tokens/s."""
+    vocab = model.card.vocab_size or 32000
+    prompt = [rng.randrange(1000, vocab - 1) for _ in range(n)]  # fresh tokens: no prefix to reuse
+    done = model.generate(prompt, stream=False, max_tokens=1, ignore_eos=True)
+    return done.timings.prompt_tokens_per_second(done.usage)
+
+
+def concurrent_decode_rate(
+    sched: Scheduler,
+    model: str | None,
+    *,
+    streams: int,
+    prompt: int,
+    gen: int,
+    rng: random.Random,
+    vocab: int,
+) -> tuple[float, float]:
+    """Aggregate decode t/s of `streams` concurrent requests through the scheduler, and median TTFT (s)."""
+    results: list[tuple[int, float, float]] = []
+    lock = threading.Lock()
+    prompts = [[rng.randrange(1000, vocab - 1) for _ in range(prompt)] for _ in range(streams)]
+
+    def client(index: int) -> None:
+        params = SamplingParams(max_tokens=gen, ignore_eos=True, seed=index)
+        started = time.perf_counter()
+        first = None
+        last = None
+        for chunk in sched.generate(model, prompts[index], params=params):
+            if first is None:
+                first = time.perf_counter() - started
+            last = chunk
+        assert last is not None and last.usage is not None and last.timings is not None
+        with lock:
+            results.append((last.usage.completion_tokens - 1, last.timings.decode_seconds, first or 0.0))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Same prompt length and max_tokens: every stream decodes over the same steps.
+    window = statistics.mean(r[1] for r in results)
+    return sum(r[0] for r in results) / window, statistics.median(r[2] for r in results)
 
 
 def _median(values: list[float]) -> float:

@@ -11,7 +11,7 @@ from candor.client import call, stream
 from candor.model import Model
 from candor.parameters import apply_options
 from candor.prompt import describe_options
-from candor.store.licenses import license_texts, model_license
+from candor.store.library import license_of
 from candor.types import Chunk, ChunkStream, FinishReason, Message, SamplingParams, Timings, Usage
 
 
@@ -77,7 +77,7 @@ class LocalChat:
         if what == "license":
             model = self.model
             name = model.entry.name if model.entry else str(model.path)
-            return describe(model_license(name, card, license_texts(None, model.entry)))
+            return describe(license_of(name, card, model.entry))
         return None
 
 

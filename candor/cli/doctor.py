@@ -11,9 +11,7 @@ from typing import Any, TextIO
 
 from candor import __version__
 from candor.config import Settings, describe
-from candor.engine.build_info import build_info
-from candor.engine.cpu_build import advertises_amx, amx_free_build_command, cpu_name
-from candor.engine.cpu_selftest import choose_cpu_buffers
+from candor.diagnostics import amx_free_build, build_info, cpu_buffers, cpu_name
 from candor.plan import huge_pages_status
 
 EXAMPLE = "example: candor doctor --json"
@@ -32,10 +30,8 @@ def report() -> dict[str, Any]:
     """Collect everything doctor shows."""
     info = build_info()
     settings = Settings.from_env()
-    buffers = choose_cpu_buffers(settings.cpu_buffers, settings.home, threads=settings.threads)
+    buffers = cpu_buffers(settings, threads=settings.threads)
     verdict = buffers.verdict
-    # A native build compiled AMX kernels this machine cannot run: a build without them is the cure.
-    amx_faulty = advertises_amx() and verdict is not None and "AMX" in verdict.faulty
     return {
         "candor": __version__,
         "python": platform.python_version(),
@@ -53,7 +49,7 @@ def report() -> dict[str, Any]:
             "extra_buffer_types": buffers.extra,
             "why": buffers.why,
             "selftest": verdict.to_json() if verdict is not None else None,
-            "amx_free_build": amx_free_build_command() if amx_faulty else None,
+            "amx_free_build": amx_free_build(buffers),
         },
         "threads": settings.threads,
         "huge_pages": huge_pages_status(),

@@ -12,8 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from candor.store.ollama import import_ollama
-from candor.store.service import Store
+from candor.store.library import import_ollama
 
 EXAMPLES = """examples:
   candor import-ollama                             $OLLAMA_MODELS, else ~/.ollama/models
@@ -48,7 +47,7 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Import every Ollama model and print one line per model, then a summary."""
-    results = import_ollama(Store(), args.dir, probe=not args.no_probe)
+    results = import_ollama(args.dir, probe=not args.no_probe)
     for result in results:
         shown = result.name or result.ollama_name
         if result.status == "imported":

@@ -6,8 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from candor.store.library import licenses
-from candor.store.licenses import ModelLicense
+from candor.store.library import ModelLicense, licenses
 
 
 def register(sub: Any) -> None:

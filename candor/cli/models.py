@@ -9,8 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from candor.identity import format_count
-from candor.store import ListedModel
-from candor.store.library import copy_model, import_model, list_models, remove_model
+from candor.store.library import ListedModel, copy_model, import_model, list_models, remove_model
 
 
 def register(sub: Any) -> None:

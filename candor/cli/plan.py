@@ -8,12 +8,11 @@ import sys
 from typing import Any
 
 from candor.config import Settings
-from candor.engine.build_info import build_info
-from candor.engine.cpu_selftest import choose_cpu_buffers
+from candor.diagnostics import build_info, cpu_buffers
 from candor.errors import InvalidParameter
 from candor.plan import KV_TYPES, MIB, MemoryPlan, memory_plan
 from candor.preflight import checked_card
-from candor.store import Store
+from candor.store.library import Library
 
 EXAMPLES = """examples:
   candor plan                                  the default model, CANDOR_CTX tokens, one slot
@@ -55,7 +54,7 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Print the plan, part by part, in MiB."""
     settings = Settings.from_env()
-    path, _ = Store(settings).resolve(args.model)
+    path, _ = Library(settings).resolve(args.model)
     card = checked_card(path)
     info = build_info()
     if args.parallel < 1:
@@ -76,7 +75,7 @@ def handle(args: argparse.Namespace) -> int:
         gpu_layers=_gpu_layers(args.gpu_layers, settings.gpu_layers, info.gpu_offload),
         gpu=info.gpu_offload,
         cpu_features=info.cpu_features,
-        extra_buffers=choose_cpu_buffers(settings.cpu_buffers, settings.home).extra,
+        extra_buffers=cpu_buffers(settings).extra,
     )
     if args.json:
         # `ctx` there is what llama.cpp was asked for in all; this is what the user asked for each slot

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -24,9 +24,10 @@ from rich.progress import (
 )
 
 from candor.identity import read_card
-from candor.store import StoreEntry
-from candor.store.hf import PullProgress
-from candor.store.library import pull
+from candor.store.library import StoreEntry, pull
+
+if TYPE_CHECKING:
+    from candor.store.library import PullProgress
 
 EXAMPLES = """examples:
   candor pull hf.co/Qwen/Qwen3-0.6B-GGUF:Q8_0         a quantization from a GGUF repo

@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from candor.identity import ModelCard, file_sha256, read_card
-from candor.preflight import checked_card
-from candor.prompt import choose_chat_format, describe_options
-from candor.store import Store
-from candor.store.claims import check_name
-from candor.store.licenses import license_texts
+from candor.identity import ModelCard
+from candor.prompt import describe_options
+from candor.store.library import ModelDescription, describe_model
 
 EXAMPLES = """examples:
   candor show                              the embedded default model
@@ -41,12 +37,14 @@ def register(sub: Any) -> None:
 
 def describe(model: str | None) -> dict[str, Any]:
     """Everything `show` reports, as JSON-able data."""
-    store = Store()
-    path, entry = store.resolve(model)
-    card = checked_card(path)
-    fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
+    return as_json(describe_model(model, digest=True))
+
+
+def as_json(described: ModelDescription) -> dict[str, Any]:
+    """A model's description as `show --json` prints it."""
+    card, fmt = described.readable()
     data = card.to_dict()
-    data["sha256"] = file_sha256(path, store.settings.cache_dir)
+    data["sha256"] = described.sha256
     data["chat_format"] = {
         "source": fmt.source,
         "name": fmt.name,
@@ -56,24 +54,23 @@ def describe(model: str | None) -> dict[str, Any]:
         "stop": list(fmt.stop),
         "defaults": dict(fmt.options),  # Ollama-named options chat answers start from
     }
-    data["store"] = None
-    data["name_claims"] = []
-    if entry is not None:
-        data["store"] = {k: v for k, v in entry.to_json().items() if k not in ("path",)}
-        data["name_claims"] = [c.message for c in check_name(entry.name, card)]
-    data["license_texts"] = [str(p) for p in license_texts(store, entry)]
+    entry = described.entry
+    data["store"] = {k: v for k, v in entry.to_json().items() if k != "path"} if entry else None
+    data["name_claims"] = [c.message for c in described.name_claims]
+    data["license_texts"] = [str(p) for p in described.license_files]
     return data
 
 
 def handle(args: argparse.Namespace) -> int:
     """Print the model's identity."""
-    data = describe(args.model)
+    described = describe_model(args.model, digest=True)
+    data = as_json(described)
     if args.json:
         print(json.dumps(data, indent=2))
     elif args.template:
         print(data["chat_format"]["template"])
     else:
-        print_card(data, read_card(Path(data["path"])))
+        print_card(data, described.readable()[0])
     return 0
 
 

@@ -21,7 +21,6 @@ from candor.scheduler.handle import RequestHandle
 from candor.scheduler.metrics import Metrics
 from candor.scheduler.pool import LoadedModel, ModelPool, SchedulerConfig, defaults_of
 from candor.scheduler.protocol import Embed, Embedded, Generate, Tokenize
-from candor.store import Store
 from candor.types import Embeddings, Message, SamplingParams
 
 __all__ = ["LoadedModel", "Scheduler", "SchedulerConfig"]
@@ -65,11 +64,6 @@ class Scheduler:
     def loaded(self) -> list[dict[str, Any]]:
         """The loaded models, most recently used first."""
         return self.pool.loaded()
-
-    @property
-    def store(self) -> Store:
-        """The store the pool resolves names in."""
-        return self.pool.store
 
     def defaults(self, model: str | None, *, chat: bool = False) -> SamplingParams:
         """The sampling defaults a name carries, and with `chat` its chat format's. Loads nothing."""

@@ -28,6 +28,7 @@ from candor.server.security import BodyTooLarge, Guard, machine_names
 from candor.server.streaming import ClientGone
 from candor.server.web import BrowserRedirect
 from candor.server.web import router as web_router
+from candor.store.library import Library
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,16 @@ class ServerSettings:
         return self.host in ("127.0.0.1", "localhost", "::1")
 
 
-def create_app(settings: ServerSettings | None = None, scheduler: Scheduler | None = None) -> FastAPI:
-    """Build the app; the scheduler lives on app.state (one is created when none is given)."""
+def create_app(
+    settings: ServerSettings | None = None, scheduler: Scheduler | None = None, library: Library | None = None
+) -> FastAPI:
+    """Build the app; the scheduler and the library live on app.state (created when not given; the
+    library opens the scheduler's CANDOR_HOME, so names the routes add are the names it loads)."""
     server = settings or ServerSettings()
     app = FastAPI(title="candor", version=__version__, description="Ollama- and OpenAI-compatible API")
-    app.state.scheduler = scheduler or Scheduler(config=SchedulerConfig(allow_paths=False))
+    sched = scheduler or Scheduler(config=SchedulerConfig(allow_paths=False))
+    app.state.scheduler = sched
+    app.state.library = library or Library(sched.settings)
     app.state.settings = server
     app.add_exception_handler(CandorError, candor_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

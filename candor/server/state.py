@@ -1,4 +1,4 @@
-"""What the routes share through the app: the scheduler that create_app puts on app.state."""
+"""What the routes share through the app: the scheduler and the library that create_app puts on app.state."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ from fastapi import Request
 
 from candor.scheduler import Scheduler
 from candor.scheduler.scheduler import LoadedModel
+from candor.store.library import Library
 
 
 def scheduler_of(request: Request) -> Scheduler:
     """The app's scheduler."""
     sched: Scheduler = request.app.state.scheduler
     return sched
+
+
+def library_of(request: Request) -> Library:
+    """The app's library: the model store, as the routes that list, describe and change names use it."""
+    library: Library = request.app.state.library
+    return library
 
 
 async def load_model(

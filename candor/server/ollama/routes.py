@@ -25,9 +25,8 @@ from candor.server.ollama.protocol import (
     ModelRequest,
 )
 from candor.server.request_fields import keep_alive_seconds
-from candor.server.state import load_model, scheduler_of
+from candor.server.state import library_of, load_model, scheduler_of
 from candor.server.streaming import collect, opened, reply_events
-from candor.store.licenses import license_texts, readable
 
 OLLAMA_COMPAT_VERSION = "0.12.0"  # the Ollama API level candor speaks; clients check for a minimum
 NDJSON = "application/x-ndjson"
@@ -154,8 +153,9 @@ def _modified(iso: str) -> str:
 async def tags(request: Request) -> dict[str, Any]:
     """Every model in the store, each with the identity read from its file."""
     models = []
-    for listed in scheduler_of(request).store.list():
-        entry, card = listed.entry, listed.card
+    for described in library_of(request).describe_all():
+        entry, card = described.entry, described.card
+        assert entry is not None  # every listed model has a store entry
         item: dict[str, Any] = {
             "name": entry.name,
             "model": entry.name,
@@ -168,9 +168,9 @@ async def tags(request: Request) -> dict[str, Any]:
             item["capabilities"] = convert.capabilities(card, has_template=card.chat_template is not None)
         item["candor"] = {
             "identity": card.summary() if card else None,
-            "usable": entry.usable and listed.problem is None,
-            "problem": listed.problem,
-            "name_claims": [c.message for c in listed.claims],
+            "usable": described.usable,
+            "problem": described.problem,
+            "name_claims": [c.message for c in described.name_claims],
         }
         models.append(item)
     return {"models": models}
@@ -179,22 +179,14 @@ async def tags(request: Request) -> dict[str, Any]:
 @router.post("/api/show")
 async def show(body: ModelRequest, request: Request) -> JSONResponse:
     """What the model is, its licence text, template and parameters."""
-    from candor.preflight import checked_card
-    from candor.prompt import choose_chat_format
-    from candor.store.claims import check_name
-
-    store = scheduler_of(request).store
-    path, entry = store.resolve(body.target(), allow_paths=False)
-    card = checked_card(path)
-    fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
-    files = license_texts(store, entry)
-    licence = "\n\n".join(readable(p) for p in files) or (card.license or "")
-    parameters = convert.parameters({**fmt.options, **(entry.parameters if entry else {})}, fmt.stop)
+    described = library_of(request).describe(body.target(), allow_paths=False)
+    card, fmt = described.readable()
+    path, entry = described.path, described.entry
     response = JSONResponse(
         {
-            "license": licence,
+            "license": described.license_text(),
             "modelfile": f"# candor does not use Modelfiles; this model is {path}\nFROM {path}\n",
-            "parameters": parameters,
+            "parameters": convert.parameters(described.parameters, fmt.stop),
             "template": fmt.template,
             "system": (entry.system if entry else None) or "",
             "details": convert.details(card),
@@ -207,13 +199,13 @@ async def show(body: ModelRequest, request: Request) -> JSONResponse:
                 "chat_format": fmt.describe(),
                 "chat_format_fallback": fmt.is_fallback,
                 "chat_defaults": dict(fmt.options),  # what answers start from without a template of its own
-                "name_claims": [c.message for c in check_name(entry.name, card)] if entry else [],
+                "name_claims": [c.message for c in described.name_claims],
                 # what `candor licenses MODEL` shows besides the text (Ollama's `license` above)
                 "license": {
                     "metadata": card.license,
                     "name": card.license_name,
                     "link": card.license_link,
-                    "files": [str(p) for p in files],
+                    "files": [str(p) for p in described.license_files],
                 },
             },
         }
@@ -256,14 +248,13 @@ async def ps(request: Request) -> dict[str, Any]:
 @router.delete("/api/delete")
 async def delete(body: ModelRequest, request: Request) -> JSONResponse:
     """Remove a name from the store (and unload it, if loaded under that name)."""
-    sched = scheduler_of(request)
-    removed = sched.store.remove(body.target())
-    sched.unload_name(removed.entry.name)
+    removed = library_of(request).remove(body.target())
+    scheduler_of(request).unload_name(removed.entry.name)
     return JSONResponse({})
 
 
 @router.post("/api/copy")
 async def copy(body: CopyRequest, request: Request) -> JSONResponse:
     """Give a model another name."""
-    scheduler_of(request).store.copy(body.source, body.destination)
+    library_of(request).copy(body.source, body.destination)
     return JSONResponse({})

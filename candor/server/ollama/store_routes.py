@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -15,8 +14,11 @@ from pydantic import Field
 from candor.errors import CandorError, InvalidParameter
 from candor.parameters import SAMPLING_OPTIONS, apply_options
 from candor.server.request_limits import UnicodeRequest
-from candor.server.state import scheduler_of
+from candor.server.state import library_of
 from candor.types import SamplingParams
+
+if TYPE_CHECKING:
+    from candor.store.library import PullProgress
 
 NDJSON = "application/x-ndjson"
 router = APIRouter()
@@ -56,11 +58,8 @@ def hub_ref(name: str) -> str:
 @router.post("/api/pull", response_model=None)
 async def pull(body: PullRequest, request: Request) -> Response:
     """Download a model from Hugging Face, reporting progress as Ollama does."""
-    from candor.store.hf import PullProgress
-    from candor.store.hf import pull as hf_pull
-
     ref = hub_ref(body.model or body.name or "")
-    store = scheduler_of(request).store
+    library = library_of(request)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -76,7 +75,7 @@ async def pull(body: PullRequest, request: Request) -> Response:
 
     async def work() -> None:
         try:
-            await asyncio.to_thread(hf_pull, store, ref, progress=report)
+            await asyncio.to_thread(library.pull, ref, progress=report)
         except CandorError as exc:
             await queue.put({"error": str(exc)})
         finally:
@@ -115,24 +114,17 @@ async def create(body: CreateRequest, request: Request) -> Response:
     unknown = sorted(set(parameters) - set(SAMPLING_OPTIONS) - {"stop", "num_ctx"})
     if unknown:
         raise InvalidParameter(f"unknown parameter(s): {', '.join(unknown)}")
-    store = scheduler_of(request).store
-    source = store.find(body.from_)
+    library = library_of(request)
+    source = library.find(body.from_)
     if source is None:
-        store.resolve(body.from_, allow_paths=False)  # raises the right error
+        library.resolve(body.from_, allow_paths=False)  # raises the right error
         raise InvalidParameter(f"no model named {body.from_!r}")
     merged = {**source.parameters, **parameters}
     apply_options(
         SamplingParams(), {k: v for k, v in merged.items() if k != "num_ctx"}
     )  # a bad value: 400 now
-    copied = store.copy(source.name, body.model)  # the name checks, the built-in name refused
-    store.registry.put(
-        replace(
-            copied,
-            system=body.system if body.system is not None else source.system,
-            parameters=merged,
-            origin={**source.origin, "created_from": source.name},
-        )
-    )
+    system = body.system if body.system is not None else source.system
+    library.derive(source, body.model, system=system, parameters=merged)
     if body.stream:
         lines = [{"status": f"using {source.name}"}, {"status": "writing manifest"}, {"status": "success"}]
         return StreamingResponse(iter([(json.dumps(x) + "\n").encode() for x in lines]), media_type=NDJSON)

@@ -20,7 +20,7 @@ from candor.server.openai.protocol import (
     CompletionRequest,
     EmbeddingRequest,
 )
-from candor.server.state import load_model, scheduler_of
+from candor.server.state import library_of, load_model, scheduler_of
 from candor.server.streaming import collect, opened, reply_events
 
 router = APIRouter(prefix="/v1")
@@ -48,17 +48,17 @@ async def _sse(
 async def models(request: Request) -> dict[str, Any]:
     """The store's models."""
     data = []
-    for listed in scheduler_of(request).store.list():
+    for described in library_of(request).describe_all():
         created = int(time.time())
         data.append(
             {
-                "id": listed.entry.name,
+                "id": described.name,
                 "object": "model",
                 "created": created,
                 "owned_by": "candor",
                 "candor": {
-                    "identity": listed.card.summary() if listed.card else None,
-                    "name_claims": [c.message for c in listed.claims],
+                    "identity": described.card.summary() if described.card else None,
+                    "name_claims": [c.message for c in described.name_claims],
                 },
             }
         )

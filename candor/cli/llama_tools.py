@@ -1,29 +1,20 @@
-"""Measurements shared by `candor bench` and benchmarks/: candor's speed and llama.cpp's own tools'."""
+"""llama.cpp's own tools (llama-bench, llama-batched-bench) run as subprocesses, for `candor bench` and
+benchmarks/: where they are, which build they are, and one measurement each."""
 
 from __future__ import annotations
 
 import glob
+import importlib.metadata
 import json
 import os
-import random
 import re
 import shutil
 import signal
-import statistics
 import subprocess
-import threading
-import time
 from pathlib import Path
 
-import llama_cpp
-
 from candor import config
-from candor.engine.build_info import build_info
 from candor.errors import CandorError
-from candor.model import Model
-from candor.scheduler import Scheduler
-from candor.scheduler.process import runner_environment
-from candor.types import SamplingParams
 
 
 def find_llama_tools(explicit: str | None = None) -> Path | None:
@@ -33,10 +24,11 @@ def find_llama_tools(explicit: str | None = None) -> Path | None:
         candidates.append(Path(explicit) / "llama-bench")
     if found := shutil.which("llama-bench"):
         candidates.append(Path(found))
+    version = importlib.metadata.version("llama-cpp-python")  # the package's, without loading llama.cpp
     cache = str(config.read("CANDOR_REF_DIR"))
     # the default build first, then those built with other CMAKE_ARGS (a suffix per set of flags)
     for suffix in ("", "-*"):
-        pattern = f"{cache}/llama-cpp-python-{llama_cpp.__version__}{suffix}/build/bin/llama-bench"
+        pattern = f"{cache}/llama-cpp-python-{version}{suffix}/build/bin/llama-bench"
         candidates += [Path(p) for p in sorted(glob.glob(pattern))]
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
@@ -58,13 +50,6 @@ def tools_build(tools: Path) -> str:
     flags = sorted(f for f in on if f.startswith(("AVX", "AMX", "FMA", "F16C", "BMI2")))
     amx = "with AMX" if "AMX_INT8" in on else "without AMX"
     return f"llama.cpp tools in {tools} (GGML_NATIVE=OFF, {' '.join(flags)}: {amx})"
-
-
-def candor_build() -> str:
-    """Which llama.cpp candor runs on, in the same terms as tools_build."""
-    info = build_info()
-    amx = "with AMX kernels" if "AMX_INT8" in info.cpu_features else "without AMX"
-    return f"candor on llama-cpp-python {info.llama_cpp_python} (llama.cpp {info.llama_cpp_commit}; {amx})"
 
 
 class ToolCrashed(CandorError):
@@ -90,6 +75,9 @@ def held_in_ram(cmd: list[str], in_ram: bool) -> tuple[list[str], dict[str, str]
     file), or holding the weights as a candor runner does (read into memory, glibc asked for huge pages)."""
     if not in_ram:
         return cmd, None
+    # Imported here: finding and describing the tools needs no scheduler (whose imports load llama.cpp).
+    from candor.scheduler.process import runner_environment
+
     return [*cmd, "--load-mode", "none"], runner_environment()
 
 
@@ -160,61 +148,3 @@ def llama_batched_bench(
     out = _run_tool(cmd, env)
     line = [x for x in out.splitlines() if x.startswith("{")][-1]
     return float(json.loads(line)["speed_tg"])
-
-
-def decode_rate(model: Model, n: int, seed: int) -> float:
-    """Decode n tokens from a one-token prompt with the default sampler chain; tokens/s after the first."""
-    prompt = model.tokenize("", add_special=True) or [1000]
-    done = model.generate(prompt, stream=False, max_tokens=n, ignore_eos=True, seed=seed)
-    return done.timings.decode_tokens_per_second(done.usage)
-
-
-def prefill_rate(model: Model, n: int, rng: random.Random) -> float:
-    """Evaluate an n-token prompt of random tokens (as llama-bench does); prompt tokens/s."""
-    vocab = model.card.vocab_size or 32000
-    prompt = [rng.randrange(1000, vocab - 1) for _ in range(n)]  # fresh tokens: no prefix to reuse
-    done = model.generate(prompt, stream=False, max_tokens=1, ignore_eos=True)
-    return done.timings.prompt_tokens_per_second(done.usage)
-
-
-def concurrent_decode_rate(
-    sched: Scheduler,
-    model: str | None,
-    *,
-    streams: int,
-    prompt: int,
-    gen: int,
-    rng: random.Random,
-    vocab: int,
-) -> tuple[float, float]:
-    """Aggregate decode t/s of `streams` concurrent requests through the scheduler, and median TTFT (s)."""
-    results: list[tuple[int, float, float]] = []
-    lock = threading.Lock()
-    prompts = [[rng.randrange(1000, vocab - 1) for _ in range(prompt)] for _ in range(streams)]
-
-    def client(index: int) -> None:
-        params = SamplingParams(max_tokens=gen, ignore_eos=True, seed=index)
-        started = time.perf_counter()
-        first = None
-        last = None
-        for chunk in sched.generate(model, prompts[index], params=params):
-            if first is None:
-                first = time.perf_counter() - started
-            last = chunk
-        assert last is not None and last.usage is not None and last.timings is not None
-        with lock:
-            results.append((last.usage.completion_tokens - 1, last.timings.decode_seconds, first or 0.0))
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    # Same prompt length and max_tokens: every stream decodes over the same steps.
-    window = statistics.mean(r[1] for r in results)
-    return sum(r[0] for r in results) / window, statistics.median(r[2] for r in results)
-
-
-def spread(values: list[float]) -> str:
-    """median [min..max]."""
-    return f"{statistics.median(values):.3f} [{min(values):.3f}..{max(values):.3f}]"
