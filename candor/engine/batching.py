@@ -22,7 +22,7 @@ from candor.errors import CandorError, ContextOverflow, EngineError, InvalidPara
 from candor.types import Chunk, FinishReason, SamplingParams
 
 # A prompt with at most this many tokens left, while other slots decode, reads one token a step in their
-# pass instead of costing a pass of its own (about 10 ms on the default model on 2 cores).
+# pass instead of costing a pass of its own over the weights.
 TRICKLE = 4
 
 # A shared prefix shorter than this is read again, rather than reused, when other prompts are read in the

@@ -34,19 +34,16 @@ from candor.scheduler.protocol import (
 )
 
 # Replies leave at most every FLUSH_INTERVAL while the engine is busy, or every FLUSH_STEPS steps when steps
-# are slower (many streams), never later than FLUSH_MAX: one stream on 2 cores gets ~40 updates a second;
-# 8 streams (a 45 ms step) get one update with two tokens each every ~90 ms, which halves the HTTP work
-# the server process takes from llama.cpp's threads on the same cores (8 streams over HTTP on the 2-core
-# reference machine: 0.986 of llama-server's throughput before, 0.995-1.003 in four runs after).
+# are slower (many streams), never later than FLUSH_MAX: fewer, fuller updates leave more of the cores the
+# server process shares with llama.cpp's threads to llama.cpp (docs/performance.md has the measurements).
 FLUSH_INTERVAL = 0.025  # seconds
 FLUSH_STEPS = 2
 FLUSH_MAX = 0.1
 # An idle runner that gets a request waits up to GATHER_QUIET for another, and so on up to GATHER_MAX in
 # all, before its first step. Clients that start together reach the runner one by one while the server
-# parses them (8 over ~10-30 ms on the 2-core reference machine); started alone, the first would hold the
-# others for a whole step, and they would then prefill in a step llama.cpp splits into many passes (one
-# KV stream per slot). Gathered, they prefill together, and the server has the cores while it parses:
-# 8 streams over HTTP, median time to first token 0.223 -> 0.194 s (llama-server 0.217) in 5 runs.
+# parses them; started alone, the first would hold the others for a whole step, and they would then
+# prefill in a step llama.cpp splits into many passes (one KV stream per slot). Gathered, they prefill
+# together, and the server has the cores while it parses (docs/performance.md: time to first token).
 GATHER_QUIET = 0.004  # seconds
 GATHER_MAX = 0.03
 

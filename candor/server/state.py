@@ -27,8 +27,8 @@ async def load_model(
     request: Request, model: str, *, ctx: int | None = None, keep_alive: float | None = None
 ) -> LoadedModel:
     """The scheduler's load(): in a worker thread when it has to start a runner (seconds), so other
-    clients' streams keep flowing; at once when the model is up. A thread round trip per request spread
-    8 requests sent together over ~30 ms on 2 cores, too far apart for the runner to start them together.
+    clients' streams keep flowing; at once when the model is up (a thread round trip per request spreads
+    requests sent together too far apart for the runner to start them in one step).
     """
     sched = scheduler_of(request)
     if sched.is_ready(model, ctx=ctx):
