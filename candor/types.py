@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Generator, Mapping
@@ -37,6 +39,7 @@ class Message:
     content: str
     tool_calls: tuple[ToolCallRequest, ...] = ()
     name: str | None = None  # for role "tool": which tool produced this content
+    images: tuple[bytes, ...] = ()  # image files (PNG, JPEG...) the turn shows, for models that see
 
     @classmethod
     def coerce(cls, value: Message | Mapping[str, Any]) -> Message:
@@ -55,7 +58,20 @@ class Message:
             content=content,
             tool_calls=calls,
             name=name if isinstance(name, str) else None,
+            images=tuple(image_bytes(i) for i in value.get("images") or ()),
         )
+
+
+def image_bytes(value: Any) -> bytes:
+    """An image as bytes: given so, or as base64 text (Ollama's `images`, a data: URL's payload)."""
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise InvalidParameter(f"an image must be base64 text; got {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidParameter("an image is not valid base64; send the file's bytes base64-encoded") from None
 
 
 def _tool_call(raw: Any) -> ToolCallRequest:

@@ -102,6 +102,11 @@ class Scheduler:
                 reader = ReplyReader.plain()
                 message = _raw(request.prompt)
             else:
+                if any(m.images for m in request.messages):
+                    raise InvalidParameter(
+                        f"{loaded.name} cannot see images: candor does not run image inputs yet; "
+                        "send text only"
+                    )
                 plan = plan_reply(
                     loaded.name, loaded.card.chat_template, request.tools, request.tool_choice, request.think
                 )

@@ -49,17 +49,10 @@ def sampling(options: dict[str, Any], logprobs: bool, top_logprobs: int | None) 
     return changes
 
 
-def refuse_images(images: list[str] | None) -> None:
-    """Images are not run yet: say so rather than answer without them."""
-    if images:
-        raise InvalidParameter(
-            "vision is not supported yet: candor does not run image inputs; send text only"
-        )
-
-
 def generate_request(body: GenerateRequest, keep_alive: float | None) -> ReplyRequest:
     """/api/generate: the prompt through the chat template (a user turn after any system), or raw."""
-    refuse_images(body.images)
+    if body.raw and body.images:
+        raise InvalidParameter("images need the model's chat template, which `raw` skips; omit one of them")
     if body.raw and body.think not in (None, False):
         raise InvalidParameter("`think` needs the model's chat template, which `raw` skips; omit one of them")
     common: dict[str, Any] = {
@@ -70,16 +63,22 @@ def generate_request(body: GenerateRequest, keep_alive: float | None) -> ReplyRe
     }
     if body.raw:
         return ReplyRequest(body.model, prompt=body.prompt, **common)
-    messages = ([Message("system", body.system)] if body.system else []) + [Message("user", body.prompt)]
+    user = Message.coerce({"role": "user", "content": body.prompt, "images": body.images})
+    messages = ([Message("system", body.system)] if body.system else []) + [user]
     return ReplyRequest(body.model, messages, think=body.think, **common)
 
 
 def chat_request(body: ChatRequest, keep_alive: float | None) -> ReplyRequest:
     """/api/chat: the conversation, its tools and thinking."""
-    refuse_images([i for m in body.messages for i in (m.images or [])])
     messages = [
         Message.coerce(
-            {"role": m.role, "content": m.content or "", "tool_calls": m.tool_calls, "tool_name": m.tool_name}
+            {
+                "role": m.role,
+                "content": m.content or "",
+                "tool_calls": m.tool_calls,
+                "tool_name": m.tool_name,
+                "images": m.images,
+            }
         )
         for m in body.messages
     ]

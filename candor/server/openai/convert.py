@@ -57,16 +57,32 @@ def response_format(value: dict[str, Any] | None) -> ResponseFormat | None:
     raise InvalidParameter(f"response_format type {kind!r} is not one of text, json_object, json_schema")
 
 
-def _text(content: str | list[dict[str, Any]] | None) -> str:
+def _content(content: str | list[dict[str, Any]] | None) -> tuple[str, list[str]]:
+    """A message's text, and its images (base64 payloads of data: URLs), from a string or content parts."""
     if content is None or isinstance(content, str):
-        return content or ""
-    parts = []
+        return content or "", []
+    text, images = [], []
     for part in content:
-        if part.get("type") == "text":
-            parts.append(str(part.get("text", "")))
+        kind = part.get("type")
+        if kind == "text":
+            text.append(str(part.get("text", "")))
+        elif kind == "image_url":
+            images.append(_image(part.get("image_url")))
         else:
-            raise InvalidParameter("vision is not supported yet: send text content parts only")
-    return "".join(parts)
+            raise InvalidParameter(
+                f"content parts of type {kind!r} are not supported; send text or image_url"
+            )
+    return "".join(text), images
+
+
+def _image(spec: Any) -> str:
+    url = spec.get("url") if isinstance(spec, dict) else spec
+    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
+        raise InvalidParameter(
+            "image_url must be a data: URL with base64 content (data:image/png;base64,...); candor does not "
+            "fetch images from the network"
+        )
+    return url.split(";base64,", 1)[1]
 
 
 def chat_request(body: ChatCompletionRequest) -> ReplyRequest:
@@ -75,12 +91,11 @@ def chat_request(body: ChatCompletionRequest) -> ReplyRequest:
     top = logprobs_option(body.logprobs, body.top_logprobs)
     if top is not None:
         fields["logprobs"] = top
-    messages = [
-        Message.coerce(
-            {"role": m.role, "content": _text(m.content), "tool_calls": m.tool_calls, "name": m.name}
-        )
-        for m in body.messages
-    ]
+    messages = []
+    for m in body.messages:
+        text, images = _content(m.content)
+        turn = {"role": m.role, "content": text, "tool_calls": m.tool_calls, "name": m.name, "images": images}
+        messages.append(Message.coerce(turn))
     return ReplyRequest(
         body.model,
         messages,
