@@ -15,6 +15,7 @@ from candor.pipeline import JSON_OBJECT, ReplyEvent, ReplyRequest, ResponseForma
 from candor.prompt.replies import ToolCall
 from candor.server.ollama.protocol import ChatRequest, GenerateRequest
 from candor.server.request_fields import check_options, context_option, logprobs_option
+from candor.store.library import ModelDescription
 from candor.types import Chunk, Embeddings, Message, TokenLogprob
 
 NS = 1_000_000_000
@@ -208,3 +209,92 @@ def parameters(options: Mapping[str, Any], stop: Sequence[str] = ()) -> str:
     return "\n".join(
         f"{name} {json.dumps(value) if isinstance(value, str) else value}" for name, value in rows
     )
+
+
+# -- models ---------------------------------------------------------------------------------------------
+
+
+def _modified(iso: str) -> str:
+    try:
+        return timestamp(datetime.fromisoformat(iso).astimezone(timezone.utc))
+    except ValueError:
+        return iso
+
+
+def listed_model(described: ModelDescription) -> dict[str, Any]:
+    """One /api/tags entry: the store's facts, and the identity read from the file."""
+    entry, card = described.entry, described.card
+    assert entry is not None  # every listed model has a store entry
+    item: dict[str, Any] = {
+        "name": entry.name,
+        "model": entry.name,
+        "modified_at": _modified(entry.modified_at),
+        "size": entry.size,
+        "digest": entry.sha256 or "",
+    }
+    if card is not None:
+        item["details"] = details(card)
+        item["capabilities"] = capabilities(card, has_template=card.chat_template is not None)
+    item["candor"] = {
+        "identity": card.summary() if card else None,
+        "usable": described.usable,
+        "problem": described.problem,
+        "name_claims": [c.message for c in described.name_claims],
+    }
+    return item
+
+
+def shown_model(described: ModelDescription) -> dict[str, Any]:
+    """/api/show: what the model is, its licence text, template and parameters."""
+    card, fmt = described.readable()
+    path, entry = described.path, described.entry
+    return {
+        "license": described.license_text(),
+        "modelfile": f"# candor does not use Modelfiles; this model is {path}\nFROM {path}\n",
+        "parameters": parameters(described.parameters, fmt.stop),
+        "template": fmt.template,
+        "system": (entry.system if entry else None) or "",
+        "details": details(card),
+        "model_info": model_info(card),
+        "capabilities": capabilities(card, has_template=card.chat_template is not None),
+        "modified_at": _modified(entry.modified_at) if entry else timestamp(),
+        "candor": {
+            "summary": card.summary(),
+            "identity": card.lineage(),
+            "chat_format": fmt.describe(),
+            "chat_format_fallback": fmt.is_fallback,
+            "chat_defaults": dict(fmt.options),  # what answers start from without a template of its own
+            "name_claims": [c.message for c in described.name_claims],
+            # what `candor licenses MODEL` shows besides the text (Ollama's `license` above)
+            "license": {
+                "metadata": card.license,
+                "name": card.license_name,
+                "link": card.license_link,
+                "files": [str(p) for p in described.license_files],
+            },
+        },
+    }
+
+
+def loaded_model(info: Mapping[str, Any]) -> dict[str, Any]:
+    """One /api/ps entry, from the scheduler's description of a loaded model."""
+    expires = info["expires_at"]
+    return {
+        "name": info["name"],
+        "model": info["name"],
+        "size": info["size"],
+        "digest": info["sha256"] or "",
+        "details": details(info["card"]),  # as /api/tags describes the model
+        "expires_at": timestamp(datetime.fromtimestamp(expires, timezone.utc))
+        if expires
+        else "0001-01-01T00:00:00Z",
+        "size_vram": info["size_vram"],
+        "context_length": info["context_length"],
+        # candor's own: layers on the GPU and who chose them (the memory plan, or a setting), whether the
+        # weights were read into memory or are mapped from the file, and whether llama.cpp's extra CPU
+        # buffer types hold them (the CPU self-test decides)
+        "gpu_layers": info["gpu_layers"],
+        "placement": info["placement"],
+        "weights": info["weights"],
+        "cpu_buffers": info["cpu_buffers"],
+    }

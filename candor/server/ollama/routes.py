@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -142,107 +141,25 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, Any
     return {"embedding": result.vectors[0]}
 
 
-def _modified(iso: str) -> str:
-    try:
-        return convert.timestamp(datetime.fromisoformat(iso).astimezone(timezone.utc))
-    except ValueError:
-        return iso
-
-
 @router.get("/api/tags")
 async def tags(request: Request) -> dict[str, Any]:
     """Every model in the store, each with the identity read from its file."""
-    models = []
-    for described in library_of(request).describe_all():
-        entry, card = described.entry, described.card
-        assert entry is not None  # every listed model has a store entry
-        item: dict[str, Any] = {
-            "name": entry.name,
-            "model": entry.name,
-            "modified_at": _modified(entry.modified_at),
-            "size": entry.size,
-            "digest": entry.sha256 or "",
-        }
-        if card is not None:
-            item["details"] = convert.details(card)
-            item["capabilities"] = convert.capabilities(card, has_template=card.chat_template is not None)
-        item["candor"] = {
-            "identity": card.summary() if card else None,
-            "usable": described.usable,
-            "problem": described.problem,
-            "name_claims": [c.message for c in described.name_claims],
-        }
-        models.append(item)
-    return {"models": models}
+    return {"models": [convert.listed_model(d) for d in library_of(request).describe_all()]}
 
 
 @router.post("/api/show")
 async def show(body: ModelRequest, request: Request) -> JSONResponse:
     """What the model is, its licence text, template and parameters."""
     described = library_of(request).describe(body.target(), allow_paths=False)
-    card, fmt = described.readable()
-    path, entry = described.path, described.entry
-    response = JSONResponse(
-        {
-            "license": described.license_text(),
-            "modelfile": f"# candor does not use Modelfiles; this model is {path}\nFROM {path}\n",
-            "parameters": convert.parameters(described.parameters, fmt.stop),
-            "template": fmt.template,
-            "system": (entry.system if entry else None) or "",
-            "details": convert.details(card),
-            "model_info": convert.model_info(card),
-            "capabilities": convert.capabilities(card, has_template=card.chat_template is not None),
-            "modified_at": _modified(entry.modified_at) if entry else convert.timestamp(),
-            "candor": {
-                "summary": card.summary(),
-                "identity": card.lineage(),
-                "chat_format": fmt.describe(),
-                "chat_format_fallback": fmt.is_fallback,
-                "chat_defaults": dict(fmt.options),  # what answers start from without a template of its own
-                "name_claims": [c.message for c in described.name_claims],
-                # what `candor licenses MODEL` shows besides the text (Ollama's `license` above)
-                "license": {
-                    "metadata": card.license,
-                    "name": card.license_name,
-                    "link": card.license_link,
-                    "files": [str(p) for p in described.license_files],
-                },
-            },
-        }
-    )
-    if fmt.is_fallback:
-        response.headers["X-Candor-Chat-Format"] = f"fallback; {fmt.name}"
-    return response
+    _, fmt = described.readable()
+    headers = {"X-Candor-Chat-Format": f"fallback; {fmt.name}"} if fmt.is_fallback else {}
+    return JSONResponse(convert.shown_model(described), headers=headers)
 
 
 @router.get("/api/ps")
 async def ps(request: Request) -> dict[str, Any]:
     """The loaded models."""
-    models = []
-    for info in scheduler_of(request).loaded():
-        expires = info["expires_at"]
-        models.append(
-            {
-                "name": info["name"],
-                "model": info["name"],
-                "size": info["size"],
-                "digest": info["sha256"] or "",
-                "details": convert.details(info["card"]),  # as /api/tags describes the model
-                "expires_at": convert.timestamp(datetime.fromtimestamp(expires, timezone.utc))
-                if expires
-                else "0001-01-01T00:00:00Z",
-                "size_vram": info["size_vram"],
-                "context_length": info["context_length"],
-                # candor's own: layers on the GPU and who chose them (the memory plan, or a setting), and
-                # whether the weights were read into memory or are mapped from the file, and whether
-                # llama.cpp's extra CPU buffer types hold them (the CPU self-test decides)
-                "gpu_layers": info["gpu_layers"],
-                "placement": info["placement"],
-                "weights": info["weights"],
-                "cpu_buffers": info["cpu_buffers"],
-            }
-        )
-    return {"models": models}
+    return {"models": [convert.loaded_model(info) for info in scheduler_of(request).loaded()]}
 
 
 @router.delete("/api/delete")

@@ -15,6 +15,7 @@ from candor.pipeline import JSON_OBJECT, ReplyRequest, ResponseFormat
 from candor.prompt.replies import ToolCall
 from candor.server.openai.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
 from candor.server.request_fields import logprobs_option
+from candor.store.library import ModelDescription
 from candor.types import FinishReason, Message, TokenLogprob, Usage
 
 # -- requests -------------------------------------------------------------------------------------------
@@ -257,3 +258,17 @@ class TextLogprobs:
 def usage_chunk(ident: str, obj: str, model: str, created: int, u: Usage | None) -> dict[str, Any]:
     """The extra last chunk of stream_options.include_usage."""
     return {"id": ident, "object": obj, "created": created, "model": model, "choices": [], "usage": usage(u)}
+
+
+def model(described: ModelDescription) -> dict[str, Any]:
+    """One /v1/models entry, with the identity read from the file."""
+    return {
+        "id": described.name,
+        "object": "model",
+        "created": int(time.time()),
+        "owned_by": "candor",
+        "candor": {
+            "identity": described.card.summary() if described.card else None,
+            "name_claims": [c.message for c in described.name_claims],
+        },
+    }

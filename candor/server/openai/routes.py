@@ -47,22 +47,7 @@ async def _sse(
 @router.get("/models")
 async def models(request: Request) -> dict[str, Any]:
     """The store's models."""
-    data = []
-    for described in library_of(request).describe_all():
-        created = int(time.time())
-        data.append(
-            {
-                "id": described.name,
-                "object": "model",
-                "created": created,
-                "owned_by": "candor",
-                "candor": {
-                    "identity": described.card.summary() if described.card else None,
-                    "name_claims": [c.message for c in described.name_claims],
-                },
-            }
-        )
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": [convert.model(d) for d in library_of(request).describe_all()]}
 
 
 async def _started(request: Request, wanted: ReplyRequest) -> Reply:
