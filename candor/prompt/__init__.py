@@ -7,6 +7,7 @@ from candor.prompt.fallbacks import TURN_TOKENS
 from candor.prompt.formats import (
     FALLBACK_NAMES,
     ChatFormat,
+    chat_format_of,
     choose_chat_format,
     describe_options,
     fallback_format,
@@ -20,6 +21,7 @@ __all__ = [
     "TURN_TOKENS",
     "ChatFormat",
     "RenderLimits",
+    "chat_format_of",
     "choose_chat_format",
     "describe_options",
     "fallback_format",

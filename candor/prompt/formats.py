@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from candor.errors import ContextOverflow, InvalidParameter
 from candor.prompt.budget import RenderLimits, measure
 from candor.prompt.fallbacks import FALLBACKS, UNTEMPLATED_DEFAULTS, Fallback
 from candor.prompt.sandbox import render_template
 from candor.types import Message
+
+if TYPE_CHECKING:
+    from candor.identity import ModelCard
 
 MODEL_TEMPLATE = "model's own template"
 ROLES = ("system", "user", "assistant", "tool")
@@ -80,6 +83,11 @@ def fallback_format(name: str) -> ChatFormat:
         if row.name == name:
             return _fallback(row, "chosen by the user")
     raise InvalidParameter(f"no built-in chat format {name!r}; choose one of: {', '.join(FALLBACK_NAMES)}")
+
+
+def chat_format_of(card: ModelCard) -> ChatFormat:
+    """The chat format a model's file calls for (see choose_chat_format)."""
+    return choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
 
 
 def choose_chat_format(

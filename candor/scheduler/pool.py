@@ -22,7 +22,7 @@ from candor.errors import Busy, CandorError
 from candor.identity import ModelCard
 from candor.parameters import sampling_defaults
 from candor.preflight import checked_card
-from candor.prompt import ChatFormat, choose_chat_format
+from candor.prompt import ChatFormat, chat_format_of
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.metrics import Metrics
 from candor.scheduler.process import RunnerProcess
@@ -249,7 +249,7 @@ class ModelPool:
             on_final=self._request_finished,
             load_timeout=self.config.load_timeout,
         )
-        fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
+        fmt = chat_format_of(card)
         loaded = LoadedModel(
             name=name,
             key=key,
@@ -484,9 +484,7 @@ class ModelPool:
         if loaded is not None:
             return defaults_of(entry, loaded.chat_format)
         card = checked_card(path)  # not loaded (yet, or any more): the file's header says
-        return defaults_of(
-            entry, choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
-        )
+        return defaults_of(entry, chat_format_of(card))
 
     def close(self) -> None:
         """Unload everything and stop the keep-alive thread."""

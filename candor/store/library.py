@@ -15,7 +15,7 @@ from candor.config import Settings
 from candor.errors import CandorError
 from candor.identity import ModelCard, file_sha256
 from candor.preflight import checked_card
-from candor.prompt import ChatFormat, choose_chat_format
+from candor.prompt import ChatFormat, chat_format_of
 from candor.store.claims import Claim, check_name
 from candor.store.licenses import ModelLicense, engine_notices, license_texts, model_license, readable
 from candor.store.registry import StoreEntry
@@ -90,7 +90,7 @@ class ModelDescription:
 def _described(
     path: Path, entry: StoreEntry | None, card: ModelCard, *, sha256: str | None = None
 ) -> ModelDescription:
-    fmt = choose_chat_format(card.chat_template, card.architecture, card.special_tokens_present)
+    fmt = chat_format_of(card)
     return ModelDescription(
         path=path,
         entry=entry,
