@@ -1,13 +1,19 @@
-"""Bounds on a grammar that llama.cpp can run safely and fast, checked wherever SamplingParams are made.
+"""Bounds on a grammar that llama.cpp can run safely and fast, checked wherever SamplingParams are made,
+and JSON schemas turned into grammars.
 
 llama.cpp parses GBNF recursively (deep nesting overflows the stack of the process that parses it) and
-checks every alternative of a grammar at every step (a 100,000-value enum stalls a slot).
+checks every alternative of a grammar at every step (a 100,000-value enum stalls a slot). A schema is
+checked by the grammar it becomes, so that a request is refused in the server's process before any runner
+sees it; the conversion is llama-cpp-python's pure-Python one, run without loading llama.cpp.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from candor.errors import InvalidParameter
@@ -132,14 +138,49 @@ def check_schema(schema: Any, what: str = "the JSON schema") -> None:
             f"than ignore them: {', '.join(unenforced)}"
         )
     try:
-        size = len(json.dumps(schema))
+        text = json.dumps(schema, sort_keys=True)
     except (TypeError, ValueError, RecursionError):
         raise InvalidParameter(f"{what} is not plain JSON") from None
-    if size > MAX_GRAMMAR_CHARS:
+    if len(text) > MAX_GRAMMAR_CHARS:
         raise InvalidParameter(
-            f"{what} is too large ({size} characters; at most {MAX_GRAMMAR_CHARS}); use fewer enum values "
-            "or properties"
+            f"{what} is too large ({len(text)} characters; at most {MAX_GRAMMAR_CHARS}); use fewer enum "
+            "values or properties"
         )
+    _grammar_of(text, what)
+
+
+def schema_grammar(schema: Any, what: str = "the JSON schema") -> str:
+    """A JSON schema -> GBNF, checked (see check_schema)."""
+    check_schema(schema, what)
+    return _grammar_of(json.dumps(schema, sort_keys=True), what)
+
+
+@functools.lru_cache(maxsize=64)  # SamplingParams are copied with their schema; each copy checks it
+def _grammar_of(schema_json: str, what: str) -> str:
+    try:
+        grammar = str(_converter()(schema_json))
+    except (ValueError, KeyError, TypeError, RecursionError, AssertionError) as exc:
+        raise InvalidParameter(f"{what} cannot be turned into a grammar: {exc}") from None
+    check_grammar(grammar, f"{what}'s grammar")
+    return grammar
+
+
+@functools.cache
+def _converter() -> Callable[[str], str]:
+    """llama-cpp-python's json_schema_to_gbnf, from its file: importing the package would load llama.cpp."""
+    spec = importlib.util.find_spec("llama_cpp")
+    for folder in spec.submodule_search_locations or () if spec is not None else ():
+        path = Path(folder) / "llama_grammar.py"
+        source = importlib.util.spec_from_file_location("candor._schema_converter", path)
+        if path.is_file() and source is not None and source.loader is not None:
+            module = importlib.util.module_from_spec(source)
+            source.loader.exec_module(module)
+            convert: Callable[[str], str] = module.json_schema_to_gbnf
+            return convert
+    raise InvalidParameter(
+        "llama-cpp-python's grammar module was not found, so JSON schemas cannot be used; reinstall it: "
+        "pip install --force-reinstall llama-cpp-python"
+    )
 
 
 def _depth(value: Any) -> int:

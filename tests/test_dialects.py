@@ -30,27 +30,26 @@ def openai_chat(**fields: Any) -> ReplyRequest:
 
 
 def test_the_same_chat_in_either_dialect_is_the_same_request() -> None:
-    b64 = base64.b64encode(PNG).decode()
     from_ollama = ollama_chat(
-        messages=[{"role": "user", "content": "look", "images": [b64]}],
+        messages=[{"role": "user", "content": "look"}],
         tools=[TOOL],
         format=SCHEMA,
-        options={"temperature": 0.2, "num_predict": 7, "stop": ["END"], "seed": 3, "top_k": 5},
+        options={
+            "temperature": 0.2,
+            "num_predict": 7,
+            "stop": ["END"],
+            "seed": 3,
+            "top_k": 5,
+            "grammar": "x",
+        },
         logprobs=True,
         top_logprobs=2,
     )
     from_openai = openai_chat(
-        messages=[
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "look"},
-                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
-                ],
-            }
-        ],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "look"}]}],
         tools=[TOOL],
         response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA}},
+        grammar="x",  # llama-server's; a response format takes its place, as Ollama's format does
         temperature=0.2,
         max_tokens=7,
         stop="END",
@@ -59,11 +58,32 @@ def test_the_same_chat_in_either_dialect_is_the_same_request() -> None:
         logprobs=True,
         top_logprobs=2,
     )
-    assert from_ollama.messages == from_openai.messages == [Message("user", "look", images=(PNG,))]
+    assert from_ollama.messages == from_openai.messages == [Message("user", "look")]
     assert from_ollama.response_format == from_openai.response_format
     assert from_ollama.tools == from_openai.tools == [TOOL]
     wanted = SamplingParams(temperature=0.2, max_tokens=7, stop=("END",), seed=3, top_k=5, logprobs=2)
     assert from_ollama.sampled(SamplingParams()) == from_openai.sampled(SamplingParams()) == wanted
+
+
+def test_images_in_either_dialect_are_the_same_bytes_and_are_refused_for_now() -> None:
+    b64 = base64.b64encode(PNG).decode()
+    ollama_body = ChatRequest(model="m", messages=[{"role": "user", "content": "look", "images": [b64]}])
+    parts = [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
+    ]
+    openai_body = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": parts}])
+    turn = Message("user", "look", images=(PNG,))
+    assert ollama.messages(ollama_body) == openai.messages(openai_body) == [turn]
+    with pytest.raises(InvalidParameter, match="vision is not supported yet"):
+        ollama.chat_request(ollama_body, keep_alive=None)
+    with pytest.raises(InvalidParameter, match="vision is not supported yet"):
+        openai.chat_request(openai_body)
+
+
+def test_llama_servers_seed_minus_one_is_a_fresh_seed() -> None:
+    request = openai_chat(messages=[{"role": "user", "content": "x"}], seed=-1)
+    assert request.sampled(SamplingParams(seed=9)).seed is None
 
 
 def test_json_modes_and_raw_prompts_agree() -> None:
@@ -115,3 +135,7 @@ def test_ollama_no_limit_and_fresh_seed_override_a_models_defaults() -> None:
 def test_bad_requests_are_refused_while_converting(convert: Any, match: str) -> None:
     with pytest.raises(InvalidParameter, match=match):
         convert()
+
+
+def _ref_nowhere() -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"schema": {"$ref": "#/$defs/missing"}}}

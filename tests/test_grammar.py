@@ -12,8 +12,8 @@ import candor
 from candor import InvalidParameter, SamplingParams
 from candor.engine import ContextConfig, NativeModel
 from candor.engine.batching import BatchEngine, EngineRequest
-from candor.engine.grammar import GrammarGate, schema_grammar
-from candor.grammar_limits import check_schema
+from candor.engine.grammar import GrammarGate
+from candor.grammar_limits import check_schema, schema_grammar
 from candor.pipeline import JSON_OBJECT, ResponseFormat
 
 BYTE_TOKENS = 3  # the tiny vocabulary: 3 specials, then one token per byte (gguf_factory.vocabulary)

@@ -600,10 +600,8 @@ def test_usage_counts_the_prompt_tokens_the_prefix_cache_supplied(
     assert first.prompt_tokens - 1 <= again.cached_tokens < again.prompt_tokens
 
 
-def test_images_reach_the_pipeline_and_a_model_that_cannot_see_refuses_them(
-    scheduler: Scheduler, tiny_model_path: Path
-) -> None:
+def test_images_are_refused_before_any_model_loads(scheduler: Scheduler, tiny_model_path: Path) -> None:
     turn = Message("user", "what is this?", images=(b"\x89PNG\r\n\x1a\n",))
-    with pytest.raises(InvalidParameter, match="cannot see images"):
+    with pytest.raises(InvalidParameter, match="vision is not supported yet"):
         scheduler.reply(ReplyRequest(str(tiny_model_path), (turn,)))
-    assert scheduler.loaded()[0]["active_requests"] == 0  # refused before it took a slot
+    assert scheduler.loaded() == []

@@ -1,4 +1,4 @@
-"""Constrained decoding: JSON schemas -> GBNF grammars (llama.cpp's converter), and sampling under one.
+"""Constrained decoding: sampling under a GBNF grammar (a JSON schema becomes one in grammar_limits).
 
 Sampling follows llama.cpp's common sampler: sample with the ordinary chain, check that one token against
 the grammar, and only when it is rejected filter the whole vocabulary by the grammar and sample again.
@@ -8,29 +8,15 @@ Most tokens pass the check, so a grammar costs little.
 from __future__ import annotations
 
 import ctypes
-import json
 from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from candor.errors import InvalidParameter
-from candor.grammar_limits import check_grammar, check_schema
 
 _NEG_INF = float("-inf")
 SHORTLIST = 128  # tokens tried first when the chain's pick breaks the grammar
-
-
-def schema_grammar(schema: Any) -> str:
-    """A JSON schema -> GBNF (the schema was checked where the request was made: check_schema)."""
-    check_schema(schema)
-    try:
-        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
-    except (ValueError, KeyError, TypeError, RecursionError, AssertionError) as exc:
-        raise InvalidParameter(f"the JSON schema cannot be turned into a grammar: {exc}") from None
-    check_grammar(grammar, "the JSON schema's grammar")
-    return grammar
 
 
 class GrammarGate:

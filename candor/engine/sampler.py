@@ -8,8 +8,9 @@ from typing import Any
 import llama_cpp
 
 from candor.engine.context import NativeContext
-from candor.engine.grammar import GrammarGate, schema_grammar
+from candor.engine.grammar import GrammarGate
 from candor.errors import InvalidParameter
+from candor.grammar_limits import schema_grammar
 from candor.types import SamplingParams
 
 

@@ -49,6 +49,10 @@ class ReplyRequest:
         if self.prompt is not None and (self.messages or self.tools):
             raise InvalidParameter("a raw prompt takes no messages or tools")
         self.sampled(SamplingParams())  # unknown names and bad values fail here, before any load
+        if any(m.images for m in self.messages):  # no model candor runs sees yet: refused before a load
+            raise InvalidParameter(
+                "vision is not supported yet: candor does not run image inputs; send text only"
+            )
 
     def sampled(self, base: SamplingParams) -> SamplingParams:
         """`base` with the fields this request sets (None included: "no limit", "a fresh seed")."""

@@ -404,7 +404,8 @@ class ModelPool:
 
     def _until_due(self) -> float:
         with self._lock:
-            deadlines = [m.expires_at for m in self._models.values() if m.expires_at is not None]
+            # a model in use is due only when its requests end, which wakes the reaper itself
+            deadlines = [m.expires_at for m in self._models.values() if m.expires_at is not None and m.idle]
         if not deadlines:
             return REAP_IDLE_SECONDS
         wait = float(min(deadlines) - self.clock())

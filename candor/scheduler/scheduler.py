@@ -102,11 +102,6 @@ class Scheduler:
                 reader = ReplyReader.plain()
                 message = _raw(request.prompt)
             else:
-                if any(m.images for m in request.messages):
-                    raise InvalidParameter(
-                        f"{loaded.name} cannot see images: candor does not run image inputs yet; "
-                        "send text only"
-                    )
                 plan = plan_reply(
                     loaded.name, loaded.card.chat_template, request.tools, request.tool_choice, request.think
                 )
@@ -129,7 +124,7 @@ class Scheduler:
                 reader = ReplyReader(plan, loaded.card.chat_template, started=opens)
                 message = _templated(text, loaded.chat_format.stop)
             if schema is not None:
-                sampling = replace(sampling, json_schema=schema)
+                sampling = replace(sampling, json_schema=schema, grammar=None)
             self._admit(loaded)
             handle = loaded.runner.generate(lambda i: message(i, sampling))
             handle.load_seconds = load_seconds + waited

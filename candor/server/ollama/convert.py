@@ -40,10 +40,15 @@ def response_format(fmt: Any) -> ResponseFormat | None:
     raise InvalidParameter('format must be "json" or a JSON schema object')
 
 
-def sampling(options: dict[str, Any], logprobs: bool, top_logprobs: int | None) -> dict[str, Any]:
-    """`options` (Ollama's names) and the logprobs switches as SamplingParams fields."""
+def sampling(
+    options: dict[str, Any], logprobs: bool, top_logprobs: int | None, fmt: Any = None
+) -> dict[str, Any]:
+    """`options` (Ollama's names) and the logprobs switches as SamplingParams fields; a `format` takes
+    the place of any grammar in the options."""
     check_options(options)
     changes = option_changes(options)
+    if fmt not in (None, ""):
+        changes.pop("grammar", None)
     top = logprobs_option(logprobs, top_logprobs)
     if top is not None:
         changes["logprobs"] = top
@@ -58,7 +63,7 @@ def generate_request(body: GenerateRequest, keep_alive: float | None) -> ReplyRe
         raise InvalidParameter("`think` needs the model's chat template, which `raw` skips; omit one of them")
     common: dict[str, Any] = {
         "response_format": response_format(body.format),
-        "sampling": sampling(body.options, body.logprobs, body.top_logprobs),
+        "sampling": sampling(body.options, body.logprobs, body.top_logprobs, body.format),
         "ctx": context_option(body.options),
         "keep_alive": keep_alive,
     }
@@ -69,9 +74,9 @@ def generate_request(body: GenerateRequest, keep_alive: float | None) -> ReplyRe
     return ReplyRequest(body.model, messages, think=body.think, **common)
 
 
-def chat_request(body: ChatRequest, keep_alive: float | None) -> ReplyRequest:
-    """/api/chat: the conversation, its tools and thinking."""
-    messages = [
+def messages(body: ChatRequest) -> list[Message]:
+    """/api/chat's messages: text, images (base64), tool calls and tool results."""
+    return [
         Message.coerce(
             {
                 "role": m.role,
@@ -83,13 +88,17 @@ def chat_request(body: ChatRequest, keep_alive: float | None) -> ReplyRequest:
         )
         for m in body.messages
     ]
+
+
+def chat_request(body: ChatRequest, keep_alive: float | None) -> ReplyRequest:
+    """/api/chat: the conversation, its tools and thinking."""
     return ReplyRequest(
         body.model,
-        messages,
+        messages(body),
         tools=body.tools,
         think=body.think,
         response_format=response_format(body.format),
-        sampling=sampling(body.options, body.logprobs, body.top_logprobs),
+        sampling=sampling(body.options, body.logprobs, body.top_logprobs, body.format),
         ctx=context_option(body.options),
         keep_alive=keep_alive,
     )

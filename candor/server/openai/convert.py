@@ -37,6 +37,8 @@ def sampling(body: _Sampling) -> dict[str, Any]:
         "ignore_eos": body.ignore_eos or None,
     }
     fields: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    if body.seed == -1:
+        fields["seed"] = None  # llama-server's -1: a fresh random seed, over any seed the model sets
     if body.stop:
         fields["stop"] = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
     return fields
@@ -86,20 +88,33 @@ def _image(spec: Any) -> str:
     return url.split(";base64,", 1)[1]
 
 
-def chat_request(body: ChatCompletionRequest) -> ReplyRequest:
-    """/v1/chat/completions: the conversation, tools, tool choice and response format."""
+def _sampling_beside(body: _Sampling) -> dict[str, Any]:
+    """sampling(), where a response_format takes the place of llama-server's grammar."""
     fields = sampling(body)
-    top = logprobs_option(body.logprobs, body.top_logprobs)
-    if top is not None:
-        fields["logprobs"] = top
-    messages = []
+    if response_format(body.response_format) is not None:
+        fields.pop("grammar", None)
+    return fields
+
+
+def messages(body: ChatCompletionRequest) -> list[Message]:
+    """The chat's messages: text and image parts, tool calls and tool results."""
+    turns = []
     for m in body.messages:
         text, images = _content(m.content)
         turn = {"role": m.role, "content": text, "tool_calls": m.tool_calls, "name": m.name, "images": images}
-        messages.append(Message.coerce(turn))
+        turns.append(Message.coerce(turn))
+    return turns
+
+
+def chat_request(body: ChatCompletionRequest) -> ReplyRequest:
+    """/v1/chat/completions: the conversation, tools, tool choice and response format."""
+    fields = _sampling_beside(body)
+    top = logprobs_option(body.logprobs, body.top_logprobs)
+    if top is not None:
+        fields["logprobs"] = top
     return ReplyRequest(
         body.model,
-        messages,
+        messages(body),
         tools=body.tools,
         tool_choice=body.tool_choice or "auto",
         response_format=response_format(body.response_format),
@@ -115,7 +130,7 @@ def completion_request(body: CompletionRequest) -> ReplyRequest:
         prompt = body.prompt[0]
     else:
         prompt = body.prompt
-    fields = sampling(body)
+    fields = _sampling_beside(body)
     if body.logprobs is not None:
         fields["logprobs"] = body.logprobs
     return ReplyRequest(
