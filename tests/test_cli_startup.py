@@ -29,7 +29,17 @@ def heavy_modules(*args: str) -> list[str]:
     return [m for m in line.removeprefix("HEAVY=").split(",") if m]
 
 
-@pytest.mark.parametrize("args", [("--version",), ("ps", "--help"), ("stop", "--help"), ("serve", "--help")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--version",),
+        ("--help",),
+        ("ps", "--help"),
+        ("stop", "--help"),
+        ("serve", "--help"),
+        ("run", "--help"),
+    ],
+)
 def test_commands_that_run_no_model_load_neither_llama_cpp_nor_the_hub_client(args: tuple[str, ...]) -> None:
     assert heavy_modules(*args) == []
 

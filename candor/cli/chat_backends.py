@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from candor.cli.licenses import describe, describe_license
 from candor.client import call, stream
-from candor.model import Model
 from candor.parameters import apply_options
 from candor.prompt import describe_options
 from candor.store.library import license_of
 from candor.types import Chunk, ChunkStream, FinishReason, Message, SamplingParams, Timings, Usage
+
+if TYPE_CHECKING:  # the local backend is handed a loaded model; importing one loads llama.cpp
+    from candor.model import Model
 
 
 class ChatBackend(Protocol):

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from candor.cli import repl
 from candor.cli.chat_backends import ChatBackend, LocalChat, ServerChat, final_chunk
@@ -19,8 +19,10 @@ from candor.cli.stats import print_stats
 from candor.client import running_server, server_url, stream
 from candor.default_model import DEFAULT_MODEL_NAME
 from candor.errors import InvalidParameter
-from candor.model import Model, load
 from candor.types import Chunk, Message, SamplingParams
+
+if TYPE_CHECKING:  # loading llama.cpp is for running a model, not for `candor --help`
+    from candor.model import Model
 
 EXAMPLES = """examples:
   candor run                                   chat with the embedded default model
@@ -131,6 +133,8 @@ def handle(args: argparse.Namespace) -> int:
         return chat(ServerChat(base, model_ref or DEFAULT_MODEL_NAME), args, server_options(args))
     if base is not None:
         return run_on_server(base, model_ref, prompt, args)
+    from candor.model import load
+
     with load(model_ref, ctx=args.ctx, threads=args.threads) as model:
         if interactive:
             return chat(LocalChat(model), args)
