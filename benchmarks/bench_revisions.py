@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,12 +144,16 @@ def main() -> None:
         port = free_port()
         cmd = [str(tools / "llama-server"), "-m", str(model), "-t", str(args.threads), "-c", str(CTX * SLOTS)]
         cmd += ["-np", str(SLOTS), "--port", str(port), "--host", "127.0.0.1"]
-        servers["llama"] = (subprocess.Popen(cmd, stderr=subprocess.DEVNULL), f"http://127.0.0.1:{port}", "m")
+        logs = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
+        print(f"server logs in {logs}", file=sys.stderr)
+        errors = (logs / "llama-server.log").open("wb")
+        servers["llama"] = (subprocess.Popen(cmd, stderr=errors), f"http://127.0.0.1:{port}", "m")
         for name, tree in trees.items():
             port = free_port()
             code = SERVE.format(slots=SLOTS, port=port)
+            errors = (logs / f"candor-{name}.log").open("wb")
             proc = subprocess.Popen(
-                [sys.executable, "-c", code], env=tree_env(tree, args.threads), stderr=subprocess.DEVNULL
+                [sys.executable, "-c", code], env=tree_env(tree, args.threads), stderr=errors
             )
             servers[name] = (proc, f"http://127.0.0.1:{port}", "gemma-3-270m:Q4_K_M")
         for name, (_, url, served) in servers.items():
