@@ -53,6 +53,7 @@ class Tokenize:
     text: str
     add_special: bool = True
     parse_special: bool = False
+    as_prompt: bool = False  # tokenize as a Generate's rendered chat prompt is (control tokens, one BOS)
 
 
 @dataclass(frozen=True)

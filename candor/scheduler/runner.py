@@ -32,6 +32,7 @@ from candor.scheduler.protocol import (
     Tokenize,
     pack_error,
 )
+from candor.types import SamplingParams
 
 # Replies leave at most every FLUSH_INTERVAL while the engine is busy, or every FLUSH_STEPS steps when steps
 # are slower (many streams), never later than FLUSH_MAX: fewer, fuller updates leave more of the cores the
@@ -142,9 +143,13 @@ class Runner:
             self._outbox.append(Result(message.id, self._embed(message.texts)))
             self.flush(force=True)
         elif isinstance(message, Tokenize):
-            tokens = self.model.tokenize(
-                message.text, add_special=message.add_special, parse_special=message.parse_special
-            )
+            if message.as_prompt:
+                prompt = Generate(message.id, SamplingParams(), text=message.text, parse_special=True)
+                tokens = list(self.tokens_for(prompt))
+            else:
+                tokens = self.model.tokenize(
+                    message.text, add_special=message.add_special, parse_special=message.parse_special
+                )
             self._outbox.append(Result(message.id, tokens))
             self.flush(force=True)
         elif isinstance(message, Shutdown):

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from candor import __version__
 from candor.errors import CandorError
 from candor.scheduler import Scheduler, SchedulerConfig
+from candor.server.anthropic.routes import router as anthropic_router
 from candor.server.errors import (
     body_too_large_handler,
     candor_error_handler,
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(ollama_router)
     app.include_router(ollama_store_router)
     app.include_router(openai_router)
+    app.include_router(anthropic_router)
     app.include_router(ops_router)
     app.include_router(web_router)
     app.add_middleware(JsonBodies)  # `curl -d '{...}'` sends a form Content-Type; Ollama reads JSON anyway
