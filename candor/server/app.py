@@ -22,6 +22,7 @@ from candor.server.errors import (
 from candor.server.json_body import JsonBodies
 from candor.server.ollama.routes import router as ollama_router
 from candor.server.ollama.store_routes import router as ollama_store_router
+from candor.server.openai.response_store import ResponseStore
 from candor.server.openai.routes import router as openai_router
 from candor.server.openapi import candor_openapi
 from candor.server.ops import router as ops_router
@@ -60,6 +61,7 @@ def create_app(
     app.state.scheduler = sched
     app.state.library = library or Library(sched.settings)
     app.state.settings = server
+    app.state.responses = ResponseStore()
     app.add_exception_handler(CandorError, candor_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(BodyTooLarge, body_too_large_handler)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from candor import errors
 
 STATUS: dict[type[errors.CandorError], int] = {
-    errors.ModelNotFound: 404,
+    errors.NotFound: 404,
     errors.InvalidParameter: 400,
     errors.ContextOverflow: 400,
     errors.TemplateError: 400,
