@@ -57,6 +57,15 @@ class Tokenize:
 
 
 @dataclass(frozen=True)
+class Detokenize:
+    """Token ids -> text, or each token's bytes with `pieces` (answered with Result)."""
+
+    id: int
+    tokens: tuple[int, ...]
+    pieces: bool = False
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Free everything and exit."""
 

@@ -16,11 +16,12 @@ from typing import Any
 
 from candor.engine import ContextConfig, Embedder, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
-from candor.errors import CandorError
+from candor.errors import CandorError, InvalidParameter
 from candor.identity import NO_KV_ARCHS
 from candor.scheduler.placement import place
 from candor.scheduler.protocol import (
     Cancel,
+    Detokenize,
     Embed,
     Embedded,
     Events,
@@ -112,6 +113,15 @@ class Runner:
             cpu_buffers=placement.cpu_buffers.why,
         )
 
+    def _detokenize(self, message: Detokenize) -> str | list[bytes] | tuple[str, str]:
+        bad = [t for t in message.tokens if not 0 <= t < self.model.n_vocab]
+        if bad:  # llama.cpp indexes its vocabulary with them unchecked
+            error = InvalidParameter(f"token ids must be from 0 to {self.model.n_vocab - 1}; got {bad[:5]}")
+            return pack_error(error)
+        if message.pieces:
+            return [self.model.piece(t) for t in message.tokens]
+        return self.model.detokenize(list(message.tokens))
+
     def tokens_for(self, message: Generate) -> tuple[int, ...]:
         """The prompt of a Generate, tokenized here; BOS appears once even if a template wrote it too."""
         if message.tokens is not None:
@@ -141,6 +151,9 @@ class Runner:
             self._started.discard(message.id)
         elif isinstance(message, Embed):
             self._outbox.append(Result(message.id, self._embed(message.texts)))
+            self.flush(force=True)
+        elif isinstance(message, Detokenize):
+            self._outbox.append(Result(message.id, self._detokenize(message)))
             self.flush(force=True)
         elif isinstance(message, Tokenize):
             if message.as_prompt:

@@ -20,7 +20,7 @@ from candor.prompt.replies.thinking import OPEN_TAG
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.metrics import Metrics
 from candor.scheduler.pool import LoadedModel, ModelPool, SchedulerConfig, defaults_of
-from candor.scheduler.protocol import Embed, Embedded, Generate, Tokenize
+from candor.scheduler.protocol import Detokenize, Embed, Embedded, Generate, Tokenize
 from candor.store import StoreEntry
 from candor.types import Embeddings, Message, SamplingParams
 
@@ -176,11 +176,30 @@ class Scheduler:
         seconds = time.perf_counter() - started
         return Embeddings(embedded.vectors, embedded.tokens, load_seconds=waited, total_seconds=seconds)
 
-    def tokenize(self, model: str | None, text: str) -> list[int]:
+    def tokenize(
+        self, model: str | None, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
         """Tokenize with the model's vocabulary."""
         loaded = self.load(model)
-        tokens: list[int] = loaded.runner.call(lambda i: Tokenize(i, text))
+        tokens: list[int] = loaded.runner.call(lambda i: Tokenize(i, text, add_special, parse_special))
         return tokens
+
+    def detokenize(self, model: str | None, tokens: Sequence[int]) -> str:
+        """Token ids -> text, as the model's detokenizer renders them."""
+        text: str = self.load(model).runner.call(lambda i: Detokenize(i, tuple(tokens)))
+        return text
+
+    def pieces(self, model: str | None, tokens: Sequence[int]) -> list[bytes]:
+        """The bytes each token stands for (a token may hold part of a UTF-8 character)."""
+        found: list[bytes] = self.load(model).runner.call(lambda i: Detokenize(i, tuple(tokens), pieces=True))
+        return found
+
+    def render(self, request: ReplyRequest) -> str:
+        """The prompt a conversation becomes through the model's chat template (what reply() sends)."""
+        with self.pool.claim(request.model, ctx=request.ctx, keep_alive=request.keep_alive) as (loaded, _):
+            _, text = _rendered(loaded, self.pool.entry_for(request.model, loaded), request)
+            self.pool.schedule_expiry(loaded)
+        return text
 
 
 def _rendered(loaded: LoadedModel, entry: StoreEntry | None, request: ReplyRequest) -> tuple[ReplyPlan, str]:

@@ -20,6 +20,7 @@ from candor.server.errors import (
     validation_error_handler,
 )
 from candor.server.json_body import JsonBodies
+from candor.server.llamacpp.routes import router as llamacpp_router
 from candor.server.ollama.routes import router as ollama_router
 from candor.server.ollama.store_routes import router as ollama_store_router
 from candor.server.openai.response_store import ResponseStore
@@ -71,6 +72,7 @@ def create_app(
     app.include_router(ollama_store_router)
     app.include_router(openai_router)
     app.include_router(anthropic_router)
+    app.include_router(llamacpp_router)
     app.include_router(ops_router)
     app.include_router(web_router)
     app.add_middleware(JsonBodies)  # `curl -d '{...}'` sends a form Content-Type; Ollama reads JSON anyway
