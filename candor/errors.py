@@ -7,7 +7,11 @@ class CandorError(Exception):
     """Base of every error candor raises on purpose."""
 
 
-class ModelNotFound(CandorError):
+class NotFound(CandorError):
+    """Something a request names is not there (a stored response, a model)."""
+
+
+class ModelNotFound(NotFound):
     """No model by that name or path."""
 
 

@@ -118,6 +118,27 @@ def _keywords(schema: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _keywords(value, f"{path}/{key}")
 
 
+def enforceable(schema: Any) -> Any:
+    """A copy of a schema without the keywords llama.cpp's converter would not enforce: agents' tool
+    schemas carry them (`minimum`, `maxLength`, `format`...), and a forced call is still made to fit the
+    rest. Response formats keep refusing them (check_schema)."""
+    if isinstance(schema, list):
+        return [enforceable(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in ENFORCED and key not in DESCRIPTIVE:
+            continue
+        if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
+            kept[key] = {name: enforceable(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems"):
+            kept[key] = enforceable(value)
+        else:
+            kept[key] = value
+    return kept
+
+
 def check_schema(schema: Any, what: str = "the JSON schema") -> None:
     """Refuse, before any runner sees it, a schema whose keywords llama.cpp's converter would not enforce
     (rather than ignore them), or one too large or too deep to become a grammar llama.cpp runs safely."""

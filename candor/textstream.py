@@ -23,7 +23,7 @@ class StopMatcher:
     Each push scans only the held-back tail plus the new text.
     """
 
-    __slots__ = ("_before", "_glued", "_held", "_stopped", "_stops")
+    __slots__ = ("_before", "_glued", "_held", "_stopped", "_stops", "matched")
 
     def __init__(self, stops: Sequence[str]) -> None:
         if isinstance(stops, str):
@@ -37,6 +37,7 @@ class StopMatcher:
         self._held = ""
         self._before = ""  # the last character emitted, which a GluedStop at the buffer's start follows
         self._stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     @property
     def stopped(self) -> bool:
@@ -50,7 +51,7 @@ class StopMatcher:
         if not self._stops:
             return text, False
         buffer = self._held + text
-        cut = self._first_stop(buffer)
+        cut, self.matched = self._first_stop(buffer)
         if cut >= 0:
             self._held = ""
             self._stopped = True
@@ -68,9 +69,11 @@ class StopMatcher:
         held, self._held = self._held, ""
         return "" if self._stopped else held
 
-    def _first_stop(self, buffer: str) -> int:
-        """Return where the output ends for the earliest-ending stop string in buffer, or -1."""
+    def _first_stop(self, buffer: str) -> tuple[int, str | None]:
+        """Return where the output ends for the earliest-ending stop string in buffer, and that string;
+        -1 and None when none is there."""
         best_end, best_start, best_cut = -1, -1, -1
+        best: str | None = None
         for stop in self._stops:
             start = self._find(stop, buffer)
             if start < 0:
@@ -78,9 +81,9 @@ class StopMatcher:
             end = start + len(stop)
             if best_end < 0 or end < best_end or (end == best_end and start < best_start):
                 glued = isinstance(stop, GluedStop)
-                best_end, best_start = end, start
+                best_end, best_start, best = end, start, str(stop)
                 best_cut = start - _word_len(buffer[:start]) if glued else start
-        return best_cut
+        return best_cut, best
 
     def _find(self, stop: str, buffer: str) -> int:
         """Where `stop` first counts in buffer, or -1 (a GluedStop only after a letter or a line break)."""

@@ -247,6 +247,7 @@ class Chunk:
     usage: Usage | None = None
     timings: Timings | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token in `tokens`, when SamplingParams.logprobs asks
+    stop: str | None = None  # on the last chunk: the stop string that ended it (None: end of generation)
 
 
 @dataclass(frozen=True)

@@ -139,3 +139,45 @@ def test_bad_requests_are_refused_while_converting(convert: Any, match: str) -> 
 
 def _ref_nowhere() -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"schema": {"$ref": "#/$defs/missing"}}}
+
+
+def test_an_anthropic_conversation_is_the_same_request_as_its_openai_twin() -> None:
+    from candor.server.anthropic import convert as anthropic
+    from candor.server.anthropic.protocol import MessagesRequest
+
+    body = MessagesRequest(
+        model="m",
+        max_tokens=7,
+        system=[{"type": "text", "text": "be brief"}],
+        messages=[
+            {"role": "user", "content": "look"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "dropped", "signature": ""},
+                    {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}},
+                ],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]},
+        ],
+        tools=[{"name": "f", "input_schema": {"type": "object"}}],
+        tool_choice={"type": "any"},
+        stop_sequences=["END"],
+        temperature=0.2,
+        top_k=5,
+        thinking={"type": "adaptive"},
+    )
+    request = anthropic.messages_request(body)
+    assert [(m.role, m.content, m.name) for m in request.messages] == [
+        ("system", "be brief", None),
+        ("user", "look", None),
+        ("assistant", "", None),
+        ("tool", "ok", "f"),
+    ]
+    assert request.messages[2].tool_calls[0].arguments == {"a": 1}
+    assert request.tool_choice == "required" and request.think is True
+    assert request.tools == [
+        {"type": "function", "function": {"name": "f", "description": "", "parameters": {"type": "object"}}}
+    ]
+    wanted = SamplingParams(temperature=0.2, max_tokens=7, stop=("END",), top_k=5)
+    assert request.sampled(SamplingParams()) == wanted

@@ -206,3 +206,12 @@ def test_with_a_glued_stop_the_last_word_waits_for_the_next() -> None:
     assert matcher.push(" world") == ("Hello", False)
     assert matcher.push(".") == (" world.", False)
     assert matcher.flush() == ""
+
+
+def test_the_matcher_names_the_stop_string_that_ended_the_text() -> None:
+    matcher = StopMatcher(["END", "STOP"])
+    assert matcher.push("one ST")[0] == "one " and matcher.matched is None
+    assert matcher.push("OP and END") == ("", True)  # STOP completes first, END after it
+    assert matcher.matched == "STOP"
+    plain = StopMatcher(["x"])
+    assert plain.push("abc") == ("abc", False) and plain.flush() == "" and plain.matched is None

@@ -11,14 +11,14 @@ from candor.textstream import StopMatcher
 from candor.types import Chunk, FinishReason, SamplingParams, Timings, TokenLogprob, Usage
 
 
-def control_stops(model: NativeModel, stops: Sequence[str]) -> frozenset[int]:
-    """The stop strings that are one control token (`<start_of_turn>`): only the token's id can match."""
-    found = set()
+def control_stops(model: NativeModel, stops: Sequence[str]) -> dict[int, str]:
+    """The stop strings that are one control token (`<start_of_turn>`), by token: only its id can match."""
+    found: dict[int, str] = {}
     for stop in stops:
         tokens = model.tokenize(stop, add_special=False, parse_special=True)
         if len(tokens) == 1 and not model.piece(tokens[0]):
-            found.add(tokens[0])
-    return frozenset(found)
+            found.setdefault(tokens[0], str(stop))
+    return found
 
 
 class TextOut:
@@ -39,6 +39,7 @@ class TextOut:
         self.finish: FinishReason | None = None
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
+        self.stop_string: str | None = None  # the stop string that ended the text, if one did
         self.cached_tokens = 0  # prompt tokens whose KV an earlier request left (the prefix cache)
 
     def accept(self, token: int, logprob: TokenLogprob | None = None) -> Chunk | None:
@@ -50,12 +51,14 @@ class TextOut:
             return None
         if token in self._stop_tokens:  # a stop string that is one control token, which renders as nothing
             text, hit = self._stops.flush(), True
+            self.stop_string = self._stop_tokens[token]
         else:
             self.generated.append(token)
             self.pending.append(token)
             if logprob is not None:
                 self.pending_logprobs.append(logprob)
             text, hit = self._stops.push(self._utf8.decode(self._model.piece(token)))
+            self.stop_string = self._stops.matched
         if hit:
             self._stopped = True
             self.finish = FinishReason.STOP
@@ -75,6 +78,7 @@ class TextOut:
         if not self._stopped:
             tail, hit = self._stops.push(self._utf8.decode(b"", final=True))
             tail += "" if hit else self._stops.flush()
+            self.stop_string = self._stops.matched if hit else self.stop_string
         now = time.perf_counter()
         first = self.first_token_at if self.first_token_at is not None else now
         return Chunk(
@@ -86,4 +90,5 @@ class TextOut:
                 prompt_tokens, len(self.generated), cached_tokens=min(self.cached_tokens, prompt_tokens)
             ),
             timings=Timings(prompt_seconds=first - self.started, decode_seconds=now - first),
+            stop=self.stop_string if reason is FinishReason.STOP else None,
         )

@@ -20,6 +20,7 @@ class ReplyEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None  # with the prompt tokens the prefix cache supplied
     timings: Timings | None = None
+    stop: str | None = None  # the stop string that ended the reply (None: end of turn, or a limit)
 
     @property
     def last(self) -> bool:

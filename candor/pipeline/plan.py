@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from candor.errors import InvalidParameter
+from candor.grammar_limits import enforceable
 from candor.prompt.replies import forced_call_schema, template_thinks
 
 TOOL_CHOICES = "tool_choice must be 'none', 'auto', 'required' or a named function"
@@ -40,13 +41,13 @@ def plan_reply(
     rendered = [_tool(t) for t in tools]
     forced = None
     if tool_choice == "required":
-        forced = forced_call_schema(rendered, None)
+        forced = enforceable(forced_call_schema(rendered, None))
     elif isinstance(tool_choice, Mapping):
         function = tool_choice.get("function")
         name = function.get("name") if isinstance(function, Mapping) else None
         if not isinstance(name, str):
             raise InvalidParameter(TOOL_CHOICES)
-        forced = forced_call_schema(rendered, name)
+        forced = enforceable(forced_call_schema(rendered, name))
     elif tool_choice not in (None, "auto"):
         raise InvalidParameter(TOOL_CHOICES)
     return ReplyPlan(rendered, forced, thinking, variables)

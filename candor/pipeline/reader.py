@@ -52,6 +52,7 @@ class ReplyReader:
             chunk.finish_reason,
             chunk.usage,
             chunk.timings,
+            chunk.stop,
         )
 
     def whole(self, text: str, last: Chunk, logprobs: Sequence[TokenLogprob] = ()) -> ReplyEvent:
@@ -70,6 +71,7 @@ class ReplyReader:
             last.finish_reason or FinishReason.STOP,
             last.usage,
             last.timings,
+            last.stop,
         )
 
     def _hold(self, content: str) -> str:

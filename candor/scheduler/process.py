@@ -24,6 +24,7 @@ from candor.preflight import preflight
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.protocol import (
     Cancel,
+    Detokenize,
     Embed,
     Events,
     Generate,
@@ -190,7 +191,7 @@ class RunnerProcess:
         with contextlib.suppress(OSError, CandorError):  # a runner that is gone has nothing to cancel
             self._send(Cancel(request_id))
 
-    def call(self, make: Callable[[int], Embed | Tokenize], timeout: float = 600.0) -> Any:
+    def call(self, make: Callable[[int], Embed | Tokenize | Detokenize], timeout: float = 600.0) -> Any:
         """A one-shot request (embeddings, tokenization): send it and wait for its Result."""
         request_id = next(self._ids)
         done = threading.Event()

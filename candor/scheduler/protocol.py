@@ -53,6 +53,16 @@ class Tokenize:
     text: str
     add_special: bool = True
     parse_special: bool = False
+    as_prompt: bool = False  # tokenize as a Generate's rendered chat prompt is (control tokens, one BOS)
+
+
+@dataclass(frozen=True)
+class Detokenize:
+    """Token ids -> text, or each token's bytes with `pieces` (answered with Result)."""
+
+    id: int
+    tokens: tuple[int, ...]
+    pieces: bool = False
 
 
 @dataclass(frozen=True)

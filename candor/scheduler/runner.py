@@ -16,11 +16,12 @@ from typing import Any
 
 from candor.engine import ContextConfig, Embedder, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
-from candor.errors import CandorError
+from candor.errors import CandorError, InvalidParameter
 from candor.identity import NO_KV_ARCHS
 from candor.scheduler.placement import place
 from candor.scheduler.protocol import (
     Cancel,
+    Detokenize,
     Embed,
     Embedded,
     Events,
@@ -32,6 +33,7 @@ from candor.scheduler.protocol import (
     Tokenize,
     pack_error,
 )
+from candor.types import SamplingParams
 
 # Replies leave at most every FLUSH_INTERVAL while the engine is busy, or every FLUSH_STEPS steps when steps
 # are slower (many streams), never later than FLUSH_MAX: fewer, fuller updates leave more of the cores the
@@ -111,6 +113,15 @@ class Runner:
             cpu_buffers=placement.cpu_buffers.why,
         )
 
+    def _detokenize(self, message: Detokenize) -> str | list[bytes] | tuple[str, str]:
+        bad = [t for t in message.tokens if not 0 <= t < self.model.n_vocab]
+        if bad:  # llama.cpp indexes its vocabulary with them unchecked
+            error = InvalidParameter(f"token ids must be from 0 to {self.model.n_vocab - 1}; got {bad[:5]}")
+            return pack_error(error)
+        if message.pieces:
+            return [self.model.piece(t) for t in message.tokens]
+        return self.model.detokenize(list(message.tokens))
+
     def tokens_for(self, message: Generate) -> tuple[int, ...]:
         """The prompt of a Generate, tokenized here; BOS appears once even if a template wrote it too."""
         if message.tokens is not None:
@@ -141,10 +152,17 @@ class Runner:
         elif isinstance(message, Embed):
             self._outbox.append(Result(message.id, self._embed(message.texts)))
             self.flush(force=True)
+        elif isinstance(message, Detokenize):
+            self._outbox.append(Result(message.id, self._detokenize(message)))
+            self.flush(force=True)
         elif isinstance(message, Tokenize):
-            tokens = self.model.tokenize(
-                message.text, add_special=message.add_special, parse_special=message.parse_special
-            )
+            if message.as_prompt:
+                prompt = Generate(message.id, SamplingParams(), text=message.text, parse_special=True)
+                tokens = list(self.tokens_for(prompt))
+            else:
+                tokens = self.model.tokenize(
+                    message.text, add_special=message.add_special, parse_special=message.parse_special
+                )
             self._outbox.append(Result(message.id, tokens))
             self.flush(force=True)
         elif isinstance(message, Shutdown):

@@ -14,13 +14,14 @@ from typing import Any
 
 from candor.config import Settings
 from candor.errors import Busy, InvalidParameter
-from candor.pipeline import Reply, ReplyReader, ReplyRequest, plan_reply
+from candor.pipeline import Reply, ReplyPlan, ReplyReader, ReplyRequest, plan_reply
 from candor.prompt import render_chat, with_default_system
 from candor.prompt.replies.thinking import OPEN_TAG
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.metrics import Metrics
 from candor.scheduler.pool import LoadedModel, ModelPool, SchedulerConfig, defaults_of
-from candor.scheduler.protocol import Embed, Embedded, Generate, Tokenize
+from candor.scheduler.protocol import Detokenize, Embed, Embedded, Generate, Tokenize
+from candor.store import StoreEntry
 from candor.types import Embeddings, Message, SamplingParams
 
 __all__ = ["LoadedModel", "Scheduler", "SchedulerConfig"]
@@ -102,17 +103,7 @@ class Scheduler:
                 reader = ReplyReader.plain()
                 message = _raw(request.prompt)
             else:
-                plan = plan_reply(
-                    loaded.name, loaded.card.chat_template, request.tools, request.tool_choice, request.think
-                )
-                text = render_chat(
-                    loaded.chat_format,
-                    with_default_system(request.messages, entry.system if entry else None),
-                    bos_token=loaded.runner.ready.bos_text,
-                    eos_token=loaded.runner.ready.eos_text,
-                    tools=plan.tools,
-                    variables=plan.variables,
-                )
+                plan, text = _rendered(loaded, entry, request)
                 if plan.forced_schema is not None:
                     if schema is not None or sampling.grammar is not None:
                         raise InvalidParameter(
@@ -130,6 +121,15 @@ class Scheduler:
             handle.load_seconds = load_seconds + waited
         fallback = loaded.chat_format.name if not request.raw and loaded.chat_format.is_fallback else None
         return Reply(handle, reader, fallback)
+
+    def count_tokens(self, request: ReplyRequest) -> int:
+        """The prompt tokens reply() would give the model for this conversation (its usage's count)."""
+        with self.pool.claim(request.model, ctx=request.ctx, keep_alive=request.keep_alive) as (loaded, _):
+            entry = self.pool.entry_for(request.model, loaded)
+            _, text = _rendered(loaded, entry, request)
+            tokens: list[int] = loaded.runner.call(lambda i: Tokenize(i, text, as_prompt=True))
+            self.pool.schedule_expiry(loaded)
+        return len(tokens)
 
     def generate(
         self,
@@ -176,11 +176,46 @@ class Scheduler:
         seconds = time.perf_counter() - started
         return Embeddings(embedded.vectors, embedded.tokens, load_seconds=waited, total_seconds=seconds)
 
-    def tokenize(self, model: str | None, text: str) -> list[int]:
+    def tokenize(
+        self, model: str | None, text: str, *, add_special: bool = True, parse_special: bool = False
+    ) -> list[int]:
         """Tokenize with the model's vocabulary."""
         loaded = self.load(model)
-        tokens: list[int] = loaded.runner.call(lambda i: Tokenize(i, text))
+        tokens: list[int] = loaded.runner.call(lambda i: Tokenize(i, text, add_special, parse_special))
         return tokens
+
+    def detokenize(self, model: str | None, tokens: Sequence[int]) -> str:
+        """Token ids -> text, as the model's detokenizer renders them."""
+        text: str = self.load(model).runner.call(lambda i: Detokenize(i, tuple(tokens)))
+        return text
+
+    def pieces(self, model: str | None, tokens: Sequence[int]) -> list[bytes]:
+        """The bytes each token stands for (a token may hold part of a UTF-8 character)."""
+        found: list[bytes] = self.load(model).runner.call(lambda i: Detokenize(i, tuple(tokens), pieces=True))
+        return found
+
+    def render(self, request: ReplyRequest) -> str:
+        """The prompt a conversation becomes through the model's chat template (what reply() sends)."""
+        with self.pool.claim(request.model, ctx=request.ctx, keep_alive=request.keep_alive) as (loaded, _):
+            _, text = _rendered(loaded, self.pool.entry_for(request.model, loaded), request)
+            self.pool.schedule_expiry(loaded)
+        return text
+
+
+def _rendered(loaded: LoadedModel, entry: StoreEntry | None, request: ReplyRequest) -> tuple[ReplyPlan, str]:
+    """The conversation's plan (tools, thinking) and its prompt, rendered through the model's chat format."""
+    plan = plan_reply(
+        loaded.name, loaded.card.chat_template, request.tools, request.tool_choice, request.think
+    )
+    text = render_chat(
+        loaded.chat_format,
+        with_default_system(request.messages, entry.system if entry else None),
+        bos_token=loaded.runner.ready.bos_text,
+        eos_token=loaded.runner.ready.eos_text,
+        tools=plan.tools,
+        variables=plan.variables,
+    )
+    return plan, text
 
 
 def _templated(text: str, stop: tuple[str, ...]) -> Callable[[int, SamplingParams], Generate]:

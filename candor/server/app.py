@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from candor import __version__
 from candor.errors import CandorError
 from candor.scheduler import Scheduler, SchedulerConfig
+from candor.server.anthropic.routes import router as anthropic_router
 from candor.server.errors import (
     body_too_large_handler,
     candor_error_handler,
@@ -19,8 +20,10 @@ from candor.server.errors import (
     validation_error_handler,
 )
 from candor.server.json_body import JsonBodies
+from candor.server.llamacpp.routes import router as llamacpp_router
 from candor.server.ollama.routes import router as ollama_router
 from candor.server.ollama.store_routes import router as ollama_store_router
+from candor.server.openai.response_store import ResponseStore
 from candor.server.openai.routes import router as openai_router
 from candor.server.openapi import candor_openapi
 from candor.server.ops import router as ops_router
@@ -59,6 +62,7 @@ def create_app(
     app.state.scheduler = sched
     app.state.library = library or Library(sched.settings)
     app.state.settings = server
+    app.state.responses = ResponseStore()
     app.add_exception_handler(CandorError, candor_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(BodyTooLarge, body_too_large_handler)
@@ -67,6 +71,8 @@ def create_app(
     app.include_router(ollama_router)
     app.include_router(ollama_store_router)
     app.include_router(openai_router)
+    app.include_router(anthropic_router)
+    app.include_router(llamacpp_router)
     app.include_router(ops_router)
     app.include_router(web_router)
     app.add_middleware(JsonBodies)  # `curl -d '{...}'` sends a form Content-Type; Ollama reads JSON anyway

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -10,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from candor import errors
 
 STATUS: dict[type[errors.CandorError], int] = {
-    errors.ModelNotFound: 404,
+    errors.NotFound: 404,
     errors.InvalidParameter: 400,
     errors.ContextOverflow: 400,
     errors.TemplateError: 400,
@@ -39,8 +41,34 @@ def status_of(exc: errors.CandorError) -> int:
     return 500
 
 
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    529: "overloaded_error",
+    500: "api_error",
+}
+ANTHROPIC_PATHS = ("/v1/messages",)
+
+
+def anthropic_error(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    """Anthropic's status and body: a full queue is 529 `overloaded_error`, which its SDK retries."""
+    status = 529 if status == 503 else status
+    return status, {
+        "type": "error",
+        "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message},
+    }
+
+
 def error_response(request: Request, status: int, message: str, code: str | None = None) -> JSONResponse:
-    """`{"error": "..."}` on Ollama's routes; `{"error": {"message", "type", "code"}}` on OpenAI's."""
+    """`{"error": "..."}` on Ollama's routes; `{"error": {"message", "type", "code"}}` on OpenAI's;
+    `{"type": "error", "error": {"type", "message"}}` on Anthropic's."""
+    if request.url.path.startswith(ANTHROPIC_PATHS):
+        status, body = anthropic_error(status, message)
+        return JSONResponse(body, status_code=status)
     if request.url.path.startswith("/v1/"):
         body = {"error": {"message": message, "type": OPENAI_TYPES.get(status, "server_error"), "code": code}}
         return JSONResponse(body, status_code=status)

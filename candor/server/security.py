@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from candor.server.errors import OPENAI_TYPES
+from candor.server.errors import ANTHROPIC_PATHS, OPENAI_TYPES, anthropic_error
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 OPEN_PATHS = frozenset({"/", "/health"})  # answered without the API key, as Ollama's probe expects
@@ -119,8 +119,14 @@ class Guard:
         if self.api_key is not None and path not in OPEN_PATHS and not _open_page(path) and not preflight:
             given = headers.get("authorization", "")
             token = given[7:].encode() if given.lower().startswith("bearer ") else b""
+            token = token or headers.get("x-api-key", "").encode()  # Anthropic's clients send the key so
             if not hmac.compare_digest(token, self.api_key):
-                await _refuse(scope, send, 401, "missing or wrong API key; send 'Authorization: Bearer KEY'")
+                await _refuse(
+                    scope,
+                    send,
+                    401,
+                    "missing or wrong API key; send 'Authorization: Bearer KEY' (or 'x-api-key: KEY')",
+                )
                 return
         length = headers.get("content-length", "")
         too_large = f"the request body is larger than {self.max_body_bytes} bytes"
@@ -189,7 +195,9 @@ class BodyTooLarge(Exception):
 
 async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
     body: dict[str, object]
-    if str(scope.get("path", "")).startswith("/v1/"):
+    if str(scope.get("path", "")).startswith(ANTHROPIC_PATHS):
+        status, body = anthropic_error(status, message)
+    elif str(scope.get("path", "")).startswith("/v1/"):
         body = {
             "error": {
                 "message": message,

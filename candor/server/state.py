@@ -8,7 +8,14 @@ from fastapi import Request
 
 from candor.scheduler import Scheduler
 from candor.scheduler.scheduler import LoadedModel
+from candor.server.openai.response_store import ResponseStore
 from candor.store.library import Library
+
+
+def responses_of(request: Request) -> ResponseStore:
+    """The responses kept for `previous_response_id` (OpenAI's Responses API)."""
+    store: ResponseStore = request.app.state.responses
+    return store
 
 
 def scheduler_of(request: Request) -> Scheduler:

@@ -63,6 +63,7 @@ def merged(first: Chunk, second: Chunk) -> Chunk:
         finish_reason=second.finish_reason,
         usage=second.usage,
         timings=second.timings,
+        stop=second.stop,
     )
 
 

@@ -62,3 +62,21 @@ class EmbeddingRequest(UnicodeRequest):
     model: str = Field(min_length=1)
     input: str | list[str]
     encoding_format: str | None = None
+
+
+class ResponsesRequest(UnicodeRequest):
+    """OpenAI's Responses API (what Codex and the Agents SDK send)."""
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] = ""
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_CTX)
+    temperature: float | None = Field(default=None, ge=0, le=100)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stream: bool = False
+    reasoning: dict[str, Any] | None = None
+    store: bool = True
+    previous_response_id: str | None = None

@@ -15,12 +15,15 @@ from fastapi.responses import Response, StreamingResponse
 from candor.errors import CandorError
 from candor.pipeline import Reply, ReplyEvent, ReplyRequest
 from candor.server.openai import convert
+from candor.server.openai import responses as responses_api
 from candor.server.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    ResponsesRequest,
 )
-from candor.server.state import library_of, load_model, scheduler_of
+from candor.server.openai.response_store import ResponseStore
+from candor.server.state import library_of, load_model, responses_of, scheduler_of
 from candor.server.streaming import collect, opened, reply_events
 
 router = APIRouter(prefix="/v1")
@@ -186,3 +189,59 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
         "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)],
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }
+
+
+@router.post("/responses", response_model=None)
+async def responses(body: ResponsesRequest, request: Request) -> Response | dict[str, Any]:
+    """A response, whole or streamed as typed events; `previous_response_id` continues a stored one."""
+    store = responses_of(request)
+    history = store.get(body.previous_response_id).conversation if body.previous_response_id else ()
+    wanted = responses_api.reply_request(body, history)
+    reply = await _started(request, wanted)
+    shell = responses_api.Shell(responses_api.new_id("resp"), body)
+    if body.stream:
+        stream = responses_api.ResponseStream(shell)
+        events = reply_events(await opened(reply.handle, request), reply.reader)
+        return StreamingResponse(
+            _response_events(stream, events, store, wanted), media_type="text/event-stream"
+        )
+    whole = await collect(reply.handle, request)
+    event = reply.reader.whole(whole.text, whole.last, whole.logprobs)
+    answer = shell.response("completed", responses_api.output(event), event)
+    if body.store:
+        store.put(shell.ident, answer, responses_api.conversation(wanted, event))
+    return answer
+
+
+async def _response_events(
+    stream: responses_api.ResponseStream,
+    events: AsyncIterator[ReplyEvent],
+    store: ResponseStore,
+    wanted: ReplyRequest,
+) -> AsyncIterator[bytes]:
+    yield stream.start()
+    try:
+        async for event in events:
+            out = stream.events(event)
+            if out:
+                yield out
+            if event.last and stream.final is not None and stream.shell.body.store:
+                store.put(stream.shell.ident, stream.final, responses_api.conversation(wanted, event))
+    except CandorError as exc:  # after the first byte: the response fails, as OpenAI's stream says so
+        failed = stream.shell.response("failed", stream.items)
+        failed["error"] = {"code": "server_error", "message": str(exc)}
+        payload = json.dumps({"type": "response.failed", "response": failed})
+        yield f"event: response.failed\ndata: {payload}\n\n".encode()
+
+
+@router.get("/responses/{ident}")
+async def stored_response(ident: str, request: Request) -> dict[str, Any]:
+    """A stored response, as it was returned."""
+    return responses_of(request).get(ident).response
+
+
+@router.delete("/responses/{ident}")
+async def delete_response(ident: str, request: Request) -> dict[str, Any]:
+    """Forget a stored response."""
+    responses_of(request).delete(ident)
+    return {"id": ident, "object": "response.deleted", "deleted": True}

@@ -1,0 +1,29 @@
+"""Request bodies of llama-server's utility routes. `model` is candor's addition (llama-server serves one
+model): without it, the default model answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from candor.server.request_limits import UnicodeRequest
+
+
+class TokenizeRequest(UnicodeRequest):
+    model: str | None = None
+    content: str = ""
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(UnicodeRequest):
+    model: str | None = None
+    tokens: list[int] = Field(default_factory=list, max_length=1 << 20)
+
+
+class ApplyTemplateRequest(UnicodeRequest):
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
