@@ -18,37 +18,17 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-from harness import find_llama_tools, held_in_ram, spread
+from harness import find_llama_tools, free_port, held_in_ram, spread, wait_ready
 
 from candor.store import Store
 
 SLOTS = 8
 CTX = 4096
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, path: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} did not start")
 
 
 def client(script: Path, *args: str) -> str:

@@ -17,15 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
+from harness import free_port, spread, wait_ready
 
 SLOTS = 8
 CTX = 4096
@@ -57,12 +56,6 @@ uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def tree_env(tree: Path, threads: int) -> dict[str, str]:
     return {
         **os.environ,
@@ -87,18 +80,6 @@ def llama_bench(tools: Path, model: Path, threads: int, repack: bool) -> float:
     return float(json.loads([x for x in out.splitlines() if x.startswith("{")][-1])["avg_ts"])
 
 
-def wait_ready(url: str, path: str) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} did not start")
-
-
 def load(bench: Path, url: str, model: str, clients: int, requests: int) -> float:
     args = [url, model, "--clients", str(clients), "--requests", str(requests), "--max-tokens", str(GEN)]
     out = subprocess.run(
@@ -108,10 +89,6 @@ def load(bench: Path, url: str, model: str, clients: int, requests: int) -> floa
     if result["errors"]:
         raise SystemExit(f"{url}: {result['errors']} requests failed: {result['last_error']}")
     return float(result["tokens_per_s"])
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} [{min(values):.3f}..{max(values):.3f}]"
 
 
 def main() -> None:

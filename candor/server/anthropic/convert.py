@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from candor.errors import InvalidParameter
@@ -154,15 +154,8 @@ def messages_request(body: MessagesRequest) -> ReplyRequest:
         "top_k": body.top_k,
         "stop": tuple(body.stop_sequences) if body.stop_sequences else None,
     }
-    return ReplyRequest(
-        body.model,
-        messages(body),
-        tools=_tools(body),
-        tool_choice=_tool_choice(body.tool_choice),
-        think=_think(body.thinking),
-        response_format=_output_format(body.output_config),
-        sampling={k: v for k, v in values.items() if v is not None},
-    )
+    sampling = {k: v for k, v in values.items() if v is not None}
+    return replace(count_request(body), response_format=_output_format(body.output_config), sampling=sampling)
 
 
 def _output_format(config: dict[str, Any] | None) -> ResponseFormat | None:
