@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,43 @@ def test_a_client_gone_as_the_first_chunk_arrives_cancels_at_once(monkeypatch: p
         raise AssertionError("the hang-up was not noticed")
 
     assert asyncio.run(run()) == [9]
+
+
+def test_a_slow_first_chunk_starts_the_stream_with_heartbeats_and_a_quick_error_keeps_its_status() -> None:
+    async def slow() -> list[Chunk | None]:
+        handle = RequestHandle(1, "m", lambda _id: None)
+        request: Any = FakeRequest()
+        asyncio.get_running_loop().call_later(0.35, handle.deliver, Chunk("a"))
+        asyncio.get_running_loop().call_later(
+            0.4, handle.deliver, Chunk("b", finish_reason=FinishReason.STOP)
+        )
+        chunks = await streaming.opened_or_waiting(handle, request, patience=0.05, beat=0.1)
+        return [c async for c in chunks]
+
+    items = asyncio.run(slow())
+    assert [c.text for c in items if c is not None] == ["a", "b"]
+    assert items[:2] == [None, None] and 2 <= items.count(None) <= 4  # a beat every 0.1 s while it waited
+
+    async def quick_error() -> None:
+        handle = RequestHandle(1, "m", lambda _id: None)
+        asyncio.get_running_loop().call_later(0.01, handle.deliver, ContextOverflow("too long"))
+        request: Any = FakeRequest()
+        await streaming.opened_or_waiting(handle, request, patience=0.5, beat=0.1)
+
+    with pytest.raises(ContextOverflow):  # within its patience: raised before the stream starts
+        asyncio.run(quick_error())
+
+
+def test_a_client_gone_while_the_stream_waits_cancels_its_generation() -> None:
+    cancelled: list[int] = []
+
+    async def run() -> None:
+        handle = RequestHandle(7, "m", cancelled.append)  # a prompt still being read: no chunk comes
+        request: Any = FakeRequest()
+        chunks = await streaming.opened_or_waiting(handle, request, patience=0.01, beat=0.01)
+        iterator = aiter(chunks)
+        assert await anext(iterator) is None
+        await iterator.aclose()  # type: ignore[attr-defined]  # what Starlette does when the client leaves
+
+    asyncio.run(run())
+    assert cancelled == [7]

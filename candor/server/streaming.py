@@ -98,6 +98,48 @@ async def opened(handle: RequestHandle, request: Request) -> AsyncIterator[Chunk
     return _after(first, chunks)
 
 
+async def opened_or_waiting(
+    handle: RequestHandle, request: Request, patience: float, beat: float
+) -> AsyncIterator[Chunk | None]:
+    """As opened(), for a first chunk that comes within `patience` seconds: an error before it still gets
+    its own status. When reading the prompt takes longer (an agent's 20k tokens), the stream starts
+    anyway and yields None every `beat` seconds until the first chunk, so that the client hears from the
+    server (Anthropic's `ping`); an error after that can only be an event in the stream."""
+    chunks = chunks_of(handle)
+    first = asyncio.ensure_future(anext(chunks))
+    try:
+        await _unless_gone(asyncio.ensure_future(asyncio.wait({first}, timeout=patience)), request)
+    except ClientGone:
+        await _stop(first, chunks)
+        raise
+    if first.done():
+        return _after(first.result(), chunks)
+    return _waiting(first, chunks, beat)
+
+
+async def _waiting(
+    first: asyncio.Future[Chunk], rest: AsyncGenerator[Chunk, None], beat: float
+) -> AsyncIterator[Chunk | None]:
+    try:
+        while True:
+            done, _ = await asyncio.wait({first}, timeout=beat)
+            if done:
+                break
+            yield None
+        yield first.result()
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await _stop(first, rest)  # a client that hangs up cancels the generation now
+
+
+async def _stop(first: asyncio.Future[Chunk], rest: AsyncGenerator[Chunk, None]) -> None:
+    """Cancel a generation whose first chunk may still be awaited (by `first`, inside `rest`)."""
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)  # the generator is left before it is closed
+    await rest.aclose()
+
+
 async def _after(first: Chunk, rest: AsyncGenerator[Chunk, None]) -> AsyncIterator[Chunk]:
     try:
         yield first

@@ -261,6 +261,10 @@ class MessageStream:
         }
         return sse("message_start", {"message": shell}) + sse("ping", {})
 
+    def ping(self) -> bytes:
+        """A ping, while the prompt is still being read."""
+        return sse("ping", {})
+
     def events(self, event: ReplyEvent) -> bytes:
         """The SSE events for the next part of the reply."""
         out: list[bytes] = []
