@@ -41,7 +41,14 @@ sys.path[:0] = [str(ROOT / "tests")]
 from live_server import free_port, start_server, stop_server  # noqa: E402  (the tests' server helpers)
 
 MODEL = "gemma-3-270m:Q4_K_M"
-GENERATES = ("/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions")
+GENERATES = (
+    "/api/generate",
+    "/api/chat",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/responses",
+)
 # Routes that may name the real model: everything but deleting it, which would end the run's generation.
 REAL_MODEL_ROUTES = (
     *GENERATES,
@@ -50,6 +57,9 @@ REAL_MODEL_ROUTES = (
     "/v1/embeddings",
     "/api/show",
     "/api/create",
+    "/v1/messages/count_tokens",
+    "/tokenize",
+    "/apply-template",
 )
 MAX_CTX = 2048
 
@@ -120,7 +130,7 @@ def steer(path: str, body: Any, rng: random.Random, tokens: int) -> Any:
                 {**m, "role": "user", "tool_calls": None, "images": None} if isinstance(m, dict) else m
                 for m in messages
             ]
-    for key in ("max_tokens", "max_completion_tokens"):
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(key)
         if value is None or (isinstance(value, (int, float)) and value > tokens):  # 3e5 is an int to pydantic
             body[key] = tokens

@@ -30,6 +30,9 @@ def test_a_bounded_fuzz_run_finds_no_5xx_no_hang_and_no_runner_death() -> None:
         "POST /api/generate",
         "POST /v1/chat/completions",
         "POST /v1/completions",
+        "POST /v1/messages",
+        "POST /v1/responses",
+        "POST /tokenize",
     ):
         assert route in operations, route
     generated = sum(
