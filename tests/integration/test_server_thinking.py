@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -291,3 +292,52 @@ def test_think_on_a_model_that_cannot_think_stays_a_400(thinking_server: str) ->
         timeout=60,
     )
     assert answer.status_code == 400 and "cannot think" in answer.json()["error"]
+
+
+def test_anthropic_thinking_blocks_come_before_the_text_whole_and_streamed(thinking_server: str) -> None:
+    client = anthropic.Anthropic(base_url=thinking_server, api_key="unused", max_retries=0)
+    for model, opened in (("opens:tiny", False), ("started:tiny", True)):
+        request: dict[str, Any] = {
+            "model": model,
+            "max_tokens": 200,
+            "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "enabled", "budget_tokens": 150},
+            "extra_body": {"grammar": grammar(opened=opened)},
+        }
+        whole = client.messages.create(**request)
+        assert [b.type for b in whole.content] == ["thinking", "text"], model
+        assert whole.content[0].thinking.strip() == THOUGHT.strip()  # type: ignore[union-attr]
+        assert whole.content[1].text == ANSWER  # type: ignore[union-attr]
+        with client.messages.stream(**request) as stream:
+            kinds = [(e.type, getattr(getattr(e, "delta", None), "type", None)) for e in stream]
+            streamed = stream.get_final_message()
+        deltas = [d for t, d in kinds if t == "content_block_delta"]
+        assert deltas.count("thinking_delta") >= 2 and deltas.index("signature_delta") < deltas.index(
+            "text_delta"
+        )
+        assert [b.type for b in streamed.content] == ["thinking", "text"]
+        assert streamed.content[0].thinking.strip() == THOUGHT.strip()  # type: ignore[union-attr]
+        assert streamed.content[1].text == ANSWER  # type: ignore[union-attr]
+
+
+def test_responses_reasoning_items_come_before_the_message_whole_and_streamed(thinking_server: str) -> None:
+    client = openai.OpenAI(base_url=thinking_server + "/v1", api_key="unused", max_retries=0)
+    for model, opened in (("opens:tiny", False), ("started:tiny", True)):
+        request: dict[str, Any] = {
+            "model": model,
+            "input": "hi",
+            "reasoning": {"effort": "high"},
+            "max_output_tokens": 200,
+            "extra_body": {"grammar": grammar(opened=opened)},
+        }
+        whole = client.responses.create(**request)
+        assert [item.type for item in whole.output] == ["reasoning", "message"], model
+        assert whole.output[0].content[0].text.strip() == THOUGHT.strip()  # type: ignore[union-attr,index]
+        assert whole.output_text == ANSWER
+        with client.responses.stream(**request) as stream:
+            kinds = [e.type for e in stream]
+            streamed = stream.get_final_response()
+        assert kinds.count("response.reasoning_text.delta") >= 2
+        assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+        assert [item.type for item in streamed.output] == ["reasoning", "message"]
+        assert streamed.output_text == ANSWER

@@ -153,6 +153,7 @@ def messages_request(body: MessagesRequest) -> ReplyRequest:
         "top_p": body.top_p,
         "top_k": body.top_k,
         "stop": tuple(body.stop_sequences) if body.stop_sequences else None,
+        "grammar": body.grammar if _output_format(body.output_config) is None else None,
     }
     sampling = {k: v for k, v in values.items() if v is not None}
     return replace(count_request(body), response_format=_output_format(body.output_config), sampling=sampling)

@@ -39,3 +39,4 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
     output_config: dict[str, Any] | None = None  # its `format` ({"type": "json_schema", "schema"}) is read
+    grammar: str | None = None  # llama-server's GBNF extension; output_config.format takes its place

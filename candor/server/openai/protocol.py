@@ -80,3 +80,4 @@ class ResponsesRequest(UnicodeRequest):
     reasoning: dict[str, Any] | None = None
     store: bool = True
     previous_response_id: str | None = None
+    grammar: str | None = None  # llama-server's GBNF extension; text.format takes its place

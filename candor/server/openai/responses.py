@@ -130,7 +130,12 @@ def _think(reasoning: dict[str, Any] | None) -> bool | None:
 
 def reply_request(body: ResponsesRequest, history: Sequence[Message]) -> ReplyRequest:
     """The request, after the conversation a previous response left (`history`)."""
-    values = {"max_tokens": body.max_output_tokens, "temperature": body.temperature, "top_p": body.top_p}
+    values = {
+        "max_tokens": body.max_output_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "grammar": body.grammar if _format(body.text) is None else None,
+    }
     return ReplyRequest(
         body.model,
         [*history, *turns(body)],
