@@ -149,6 +149,18 @@ class NativeModel:
                 return buf.raw[:n].decode("utf-8", errors="replace")
             capacity = -n
 
+    def fim_tokens(self) -> tuple[int, int, int, int] | None:
+        """The fill-in-the-middle tokens (prefix, suffix, middle, file separator or -1), or None without."""
+        vocab = self.vocab
+        pre, suf, mid = (
+            llama_cpp.llama_vocab_fim_pre(vocab),
+            llama_cpp.llama_vocab_fim_suf(vocab),
+            llama_cpp.llama_vocab_fim_mid(vocab),
+        )
+        if min(pre, suf, mid) < 0:
+            return None
+        return pre, suf, mid, llama_cpp.llama_vocab_fim_sep(vocab)
+
     def is_eog(self, token: int) -> bool:
         """True for end-of-generation tokens (EOS, EOT, `<end_of_turn>`...)."""
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))

@@ -10,10 +10,11 @@ from candor.pipeline.events import ReplyEvent
 from candor.pipeline.plan import ReplyPlan, plan_reply
 from candor.pipeline.reader import ReplyReader
 from candor.pipeline.reply import Reply
-from candor.pipeline.request import JSON_OBJECT, ReplyRequest, ResponseFormat
+from candor.pipeline.request import JSON_OBJECT, Infill, ReplyRequest, ResponseFormat
 
 __all__ = [
     "JSON_OBJECT",
+    "Infill",
     "Reply",
     "ReplyEvent",
     "ReplyPlan",

@@ -25,6 +25,15 @@ class ResponseFormat:
 
 
 @dataclass(frozen=True)
+class Infill:
+    """Fill in the middle: the code before and after the gap, and other files for context."""
+
+    prefix: str
+    suffix: str
+    extra: tuple[tuple[str, str], ...] = ()  # (file name, text)
+
+
+@dataclass(frozen=True)
 class ReplyRequest:
     """One request for a reply: a conversation (rendered through the model's chat template), or a raw
     prompt (`prompt`, text or token ids, continued as it is).
@@ -44,6 +53,7 @@ class ReplyRequest:
     sampling: Mapping[str, Any] = field(default_factory=dict)
     ctx: int | None = None  # context tokens the request needs (Ollama's num_ctx)
     keep_alive: float | None = None  # seconds; None: the server's default; negative: forever
+    infill: Infill | None = None  # with `prompt`: fill this gap, the prompt following the middle marker
 
     def __post_init__(self) -> None:
         if self.prompt is not None and (self.messages or self.tools):

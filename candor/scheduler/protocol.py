@@ -7,6 +7,7 @@ from typing import Any
 
 from candor import errors
 from candor.errors import CandorError, EngineError
+from candor.pipeline.request import Infill
 from candor.types import SamplingParams
 
 
@@ -20,6 +21,7 @@ class Generate:
     tokens: tuple[int, ...] | None = None
     parse_special: bool = False  # chat-template output carries control tokens as text
     extra_stop: tuple[str, ...] = ()
+    infill: Infill | None = None  # `text` then follows the model's fill-in-the-middle marker
 
 
 @dataclass(frozen=True)

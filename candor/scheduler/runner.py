@@ -18,6 +18,7 @@ from candor.engine import ContextConfig, Embedder, NativeModel
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
 from candor.errors import CandorError, InvalidParameter
 from candor.identity import NO_KV_ARCHS
+from candor.pipeline.request import Infill
 from candor.scheduler.placement import place
 from candor.scheduler.protocol import (
     Cancel,
@@ -122,10 +123,31 @@ class Runner:
             return [self.model.piece(t) for t in message.tokens]
         return self.model.detokenize(list(message.tokens))
 
+    def _infill_tokens(self, infill: Infill, prompt: str) -> tuple[int, ...]:
+        """llama.cpp's prefix-suffix-middle order: [extra files] PRE prefix SUF suffix MID prompt."""
+        fim = self.model.fim_tokens()
+        if fim is None:
+            raise InvalidParameter(
+                f"{self.config.path} has no fill-in-the-middle tokens; use a code model made for infill "
+                "(Qwen2.5-Coder, CodeLlama, StarCoder2...)"
+            )
+        pre, suf, mid, sep = fim
+
+        def text(value: str) -> list[int]:
+            return self.model.tokenize(value, add_special=False, parse_special=False)
+
+        tokens = [self.model.bos] if self.model.adds_bos and self.model.bos >= 0 else []
+        for name, body in infill.extra:  # other files, as llama-server gives them: a separator and a name
+            tokens += ([sep] if sep >= 0 else []) + text(f"{name}\n{body}\n")
+        tokens += [pre, *text(infill.prefix), suf, *text(infill.suffix), mid, *text(prompt)]
+        return tuple(tokens)
+
     def tokens_for(self, message: Generate) -> tuple[int, ...]:
         """The prompt of a Generate, tokenized here; BOS appears once even if a template wrote it too."""
         if message.tokens is not None:
             return message.tokens
+        if message.infill is not None:
+            return self._infill_tokens(message.infill, message.text or "")
         tokens = self.model.tokenize(
             message.text or "", add_special=True, parse_special=message.parse_special
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 from candor.config import Settings
 from candor.errors import Busy, InvalidParameter
-from candor.pipeline import Reply, ReplyPlan, ReplyReader, ReplyRequest, plan_reply
+from candor.pipeline import Infill, Reply, ReplyPlan, ReplyReader, ReplyRequest, plan_reply
 from candor.prompt import render_chat, with_default_system
 from candor.prompt.replies.thinking import OPEN_TAG
 from candor.scheduler.handle import RequestHandle
@@ -101,7 +101,7 @@ class Scheduler:
             schema = request.response_format.schema if request.response_format else None
             if request.prompt is not None:
                 reader = ReplyReader.plain()
-                message = _raw(request.prompt)
+                message = _raw(request.prompt, request.infill)
             else:
                 plan, text = _rendered(loaded, entry, request)
                 if plan.forced_schema is not None:
@@ -223,9 +223,13 @@ def _templated(text: str, stop: tuple[str, ...]) -> Callable[[int, SamplingParam
     return lambda i, sampling: Generate(i, sampling, text=text, parse_special=True, extra_stop=stop)
 
 
-def _raw(prompt: str | Sequence[int]) -> Callable[[int, SamplingParams], Generate]:
+def _raw(
+    prompt: str | Sequence[int], infill: Infill | None = None
+) -> Callable[[int, SamplingParams], Generate]:
     if isinstance(prompt, str):
         text = prompt
-        return lambda i, sampling: Generate(i, sampling, text=text)
+        return lambda i, sampling: Generate(i, sampling, text=text, infill=infill)
+    if infill is not None:
+        raise InvalidParameter("an infill prompt is text, not token ids")
     tokens = tuple(int(t) for t in prompt)
     return lambda i, sampling: Generate(i, sampling, tokens=tokens)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from gguf import GGUFValueType
+from gguf_factory import vocabulary, write_tiny_llama
 from live_server import start_server, stop_server
 
 
@@ -49,3 +55,47 @@ def test_apply_template_shows_the_prompt_chat_renders(server: str) -> None:
         {"model": "gemma-3-270m:Q4_K_M", "messages": messages, "max_tokens": 1},
     ).json()
     assert chat["usage"]["prompt_tokens"] in (counted, counted - 1)  # one BOS, whether or not it is written
+
+
+FIM = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+
+
+@pytest.fixture(scope="module")
+def fim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose store holds a tiny model with fill-in-the-middle tokens, and the default model."""
+    home = tmp_path_factory.mktemp("fim-home")
+    ids = {
+        f"tokenizer.ggml.fim_{kind}_token_id": (vocabulary(FIM).index(token), GGUFValueType.UINT32)
+        for kind, token in zip(("pre", "suf", "mid"), FIM, strict=True)
+    }
+    path = write_tiny_llama(home / "fim.gguf", extra_tokens=FIM, extra_metadata=ids)
+    imported = subprocess.run(
+        [sys.executable, "-m", "candor", "import", str(path), "--name", "fim:tiny"],
+        env={**os.environ, "CANDOR_HOME": str(home / "candor")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
+    proc, url = start_server(home / "candor")
+    yield url
+    stop_server(proc)
+
+
+def test_infill_fills_the_gap_in_llama_cpps_order(fim_server: str) -> None:
+    def count(text: str) -> int:
+        return len(post(fim_server, "/tokenize", {"model": "fim:tiny", "content": text}).json()["tokens"])
+
+    body = {"model": "fim:tiny", "input_prefix": "hello the", "input_suffix": " world", "n_predict": 6}
+    whole = post(fim_server, "/infill", {**body, "temperature": 0}).json()
+    assert whole["stop"] is True and isinstance(whole["content"], str) and 0 < whole["tokens_predicted"] <= 6
+    # BOS, then PRE prefix SUF suffix MID: the prompt llama.cpp's infill builds
+    assert whole["tokens_evaluated"] == 1 + 3 + count("hello the") + count(" world")
+    extra = [{"filename": "a.txt", "text": "the end"}]
+    with_extra = post(fim_server, "/infill", {**body, "input_extra": extra, "n_predict": 1}).json()
+    assert with_extra["tokens_evaluated"] == whole["tokens_evaluated"] + count("a.txt\nthe end\n")
+    with httpx.stream("POST", fim_server + "/infill", json={**body, "temperature": 0, "stream": True}) as r:
+        lines = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: ")]
+    assert "".join(x["content"] for x in lines) == whole["content"] and lines[-1]["stop"] is True
+    refused = post(fim_server, "/infill", {**body, "model": "gemma-3-270m:Q4_K_M"})
+    assert refused.status_code == 400 and "fill-in-the-middle" in refused.json()["error"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
+from candor.server.request_fields import MAX_CTX
 from candor.server.request_limits import UnicodeRequest
 
 
@@ -27,3 +28,22 @@ class ApplyTemplateRequest(UnicodeRequest):
     model: str | None = None
     messages: list[dict[str, Any]] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = None
+
+
+class InfillChunk(UnicodeRequest):
+    filename: str = ""
+    text: str = ""
+
+
+class InfillRequest(UnicodeRequest):
+    model: str | None = None
+    input_prefix: str = ""
+    input_suffix: str = ""
+    input_extra: list[InfillChunk] = Field(default_factory=list)
+    prompt: str = ""
+    n_predict: int | None = Field(default=None, ge=-1, le=MAX_CTX)
+    temperature: float | None = Field(default=None, ge=0, le=100)
+    top_k: int | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: list[str] | None = None
+    stream: bool = False

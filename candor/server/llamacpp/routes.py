@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
 
+from candor.errors import CandorError
+from candor.pipeline import ReplyEvent
 from candor.server.llamacpp import convert
-from candor.server.llamacpp.protocol import ApplyTemplateRequest, DetokenizeRequest, TokenizeRequest
-from candor.server.state import scheduler_of
+from candor.server.llamacpp.protocol import (
+    ApplyTemplateRequest,
+    DetokenizeRequest,
+    InfillRequest,
+    TokenizeRequest,
+)
+from candor.server.state import load_model, scheduler_of
+from candor.server.streaming import collect, opened, reply_events
 
 router = APIRouter()
 
@@ -42,3 +53,25 @@ async def apply_template(body: ApplyTemplateRequest, request: Request) -> dict[s
     """The prompt a conversation becomes through the model's chat template."""
     wanted = convert.template_request(body)
     return {"prompt": await asyncio.to_thread(scheduler_of(request).render, wanted)}
+
+
+@router.post("/infill", response_model=None)
+async def infill(body: InfillRequest, request: Request) -> Response | dict[str, Any]:
+    """Fill in the middle, for editor plugins (llama.vim, llama.vscode): whole, or streamed as SSE."""
+    wanted = convert.infill_request(body)
+    await load_model(request, body.model or "")
+    reply = scheduler_of(request).reply(wanted)
+    name = body.model or ""
+    if body.stream:
+        events = reply_events(await opened(reply.handle, request), reply.reader)
+        return StreamingResponse(_sse(events, name), media_type="text/event-stream")
+    whole = await collect(reply.handle, request)
+    return convert.completion(reply.reader.whole(whole.text, whole.last, whole.logprobs), name)
+
+
+async def _sse(events: AsyncIterator[ReplyEvent], model: str) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            yield f"data: {json.dumps(convert.completion(event, model))}\n\n".encode()
+    except CandorError as exc:  # after the first byte: one error event, then close
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n".encode()
