@@ -12,7 +12,9 @@ from candor.prompt.formats import (
     describe_options,
     fallback_format,
     render_chat,
+    renders_tools,
     with_default_system,
+    with_tool_instructions,
 )
 from candor.prompt.sandbox import render_template
 
@@ -27,5 +29,7 @@ __all__ = [
     "fallback_format",
     "render_chat",
     "render_template",
+    "renders_tools",
     "with_default_system",
+    "with_tool_instructions",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -131,6 +132,28 @@ def _message_dicts(messages: Sequence[Message]) -> list[dict[str, Any]]:
             item["name"] = message.name
         result.append(item)
     return result
+
+
+def renders_tools(fmt: ChatFormat) -> bool:
+    """Whether a chat format describes tools to the model itself (a template that reads `tools`)."""
+    return not fmt.is_fallback and "tools" in fmt.template
+
+
+def with_tool_instructions(messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> list[Message]:
+    """For a format that does not describe tools, describe them in the system turn, in the generic call
+    format the replies are read in (llama.cpp's chat handler does the same for such templates). The text
+    depends only on the tools, so a conversation renders the same every turn and its KV prefix is reused."""
+    specs = [tool.get("function", tool) if isinstance(tool, Mapping) else tool for tool in tools]
+    listed = "\n".join(json.dumps(spec, sort_keys=True, ensure_ascii=False) for spec in specs)
+    note = (
+        "You can call these tools. To call one, answer with only a JSON object like "
+        '{"name": "TOOL_NAME", "arguments": {...}} and nothing else.\n' + listed
+    )
+    turns = list(messages)
+    if turns and turns[0].role == "system":
+        turns[0] = Message("system", f"{turns[0].content}\n\n{note}")
+        return turns
+    return [Message("system", note), *turns]
 
 
 def with_default_system(messages: Sequence[Message | Any], system: str | None) -> list[Message]:

@@ -15,7 +15,7 @@ from typing import Any
 from candor.config import Settings
 from candor.errors import Busy, InvalidParameter
 from candor.pipeline import Infill, Reply, ReplyPlan, ReplyReader, ReplyRequest, plan_reply
-from candor.prompt import render_chat, with_default_system
+from candor.prompt import render_chat, renders_tools, with_default_system, with_tool_instructions
 from candor.prompt.replies.thinking import OPEN_TAG
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.metrics import Metrics
@@ -207,9 +207,12 @@ def _rendered(loaded: LoadedModel, entry: StoreEntry | None, request: ReplyReque
     plan = plan_reply(
         loaded.name, loaded.card.chat_template, request.tools, request.tool_choice, request.think
     )
+    turns = with_default_system(request.messages, entry.system if entry else None)
+    if plan.tools and not renders_tools(loaded.chat_format):
+        turns = with_tool_instructions(turns, plan.tools)
     text = render_chat(
         loaded.chat_format,
-        with_default_system(request.messages, entry.system if entry else None),
+        turns,
         bos_token=loaded.runner.ready.bos_text,
         eos_token=loaded.runner.ready.eos_text,
         tools=plan.tools,

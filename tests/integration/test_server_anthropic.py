@@ -124,6 +124,9 @@ def test_a_forced_tool_call_fits_its_schema_and_its_result_goes_back(client: ant
     counted = client.messages.count_tokens(model=MODEL, messages=turns, tools=[WEATHER]).input_tokens
     assert counted == answer.usage.input_tokens
     before = client.messages.count_tokens(model=MODEL, messages=messages).input_tokens
+    # the default model has no chat template, so no tool syntax: the tools are described in its system turn
+    described = client.messages.count_tokens(model=MODEL, messages=messages, tools=[WEATHER]).input_tokens
+    assert described > before + 20
     assert counted > before + 10  # the call and its result are in the prompt
 
 

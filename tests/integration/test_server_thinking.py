@@ -35,8 +35,10 @@ from candor.types import Chunk, FinishReason, Message, SamplingParams, Usage
 THOUGHT = "hello the world " * 12
 ANSWER = "hello and the end"
 CALL = '{"name": "get_weather", "arguments": {"city": "oslo"}}'
-# The model writes <think> itself (Qwen3's way); enable_thinking=false closes it in the prompt.
+# The model writes <think> itself (Qwen3's way); enable_thinking=false closes it in the prompt. Like
+# Qwen3's, the template takes `tools` (it lists their names), so candor adds no tool description of its own.
 OPENS = (
+    "{% if tools %}<|tools|>{% for t in tools %}{{ t.function.name }}{% endfor %}\n{% endif %}"
     "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}"
     "<|assistant|>{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}"
     "{% endif %}"
