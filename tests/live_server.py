@@ -56,3 +56,15 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def import_into(home: Path, path: Path, name: str) -> None:
+    """`candor import PATH --name NAME` into the store at `home`, as a user would before serving it."""
+    imported = subprocess.run(
+        [sys.executable, "-m", "candor", "import", str(path), "--name", name],
+        env={**os.environ, "CANDOR_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from gguf import GGUFValueType
 from gguf_factory import vocabulary, write_tiny_llama
-from live_server import start_server, stop_server
+from live_server import import_into, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +66,7 @@ def fim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for kind, token in zip(("pre", "suf", "mid"), FIM, strict=True)
     }
     path = write_tiny_llama(home / "fim.gguf", extra_tokens=FIM, extra_metadata=ids)
-    imported = subprocess.run(
-        [sys.executable, "-m", "candor", "import", str(path), "--name", "fim:tiny"],
-        env={**os.environ, "CANDOR_HOME": str(home / "candor")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert imported.returncode == 0, imported.stderr
+    import_into(home / "candor", path, "fim:tiny")
     proc, url = start_server(home / "candor")
     yield url
     stop_server(proc)

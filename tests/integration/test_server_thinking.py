@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +19,7 @@ import ollama
 import openai
 import pytest
 from gguf_factory import write_tiny_llama
-from live_server import start_server, stop_server
+from live_server import import_into, start_server, stop_server
 
 from candor.cli.chat_backends import ServerChat
 from candor.pipeline import ReplyPlan, ReplyReader
@@ -159,14 +156,7 @@ def thinking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("serve-think")
     for name, template in (("opens:tiny", OPENS), ("started:tiny", STARTED)):
         path = write_tiny_llama(home / f"{name.split(':')[0]}.gguf", chat_template=template, n_layers=32)
-        imported = subprocess.run(
-            [sys.executable, "-m", "candor", "import", str(path), "--name", name],
-            env={**os.environ, "CANDOR_HOME": str(home / "candor")},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert imported.returncode == 0, imported.stderr
+        import_into(home / "candor", path, name)
     proc, url = start_server(home / "candor")
     yield url
     stop_server(proc)
