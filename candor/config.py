@@ -93,6 +93,15 @@ def _at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _context(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return _at_least(1)(text)
+    except ValueError:
+        raise ValueError("must be auto or a whole number of at least 1") from None
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -148,10 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "CANDOR_CTX",
-        _at_least(1),
-        lambda: 4096,
-        "4096",
-        "context window in tokens when a request does not set one",
+        _context,
+        lambda: None,
+        "auto",
+        "context tokens per request (per slot) when a request does not set one; auto = the model's "
+        "training context, capped by what fits the memory budget",
     ),
     Setting(
         "CANDOR_THREADS",
@@ -316,7 +326,7 @@ class Settings:
     """Resolved settings: environment over defaults. One field per entry of SETTINGS, named by its key."""
 
     home: Path
-    ctx: int
+    ctx: int | None  # None: auto (candor.plan.context_size)
     threads: int
     batch: int
     gpu_layers: int

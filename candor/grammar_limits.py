@@ -118,22 +118,38 @@ def _keywords(schema: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _keywords(value, f"{path}/{key}")
 
 
+# Bounds that llama.cpp's converter spells out one item at a time: a `maxLength: 200` becomes 200 nested
+# optional groups, deeper than llama.cpp parses safely.
+BOUNDS = frozenset({"maxLength", "minLength", "maxItems", "minItems", "pattern"})
+
+
 def enforceable(schema: Any) -> Any:
     """A copy of a schema without the keywords llama.cpp's converter would not enforce: agents' tool
-    schemas carry them (`minimum`, `maxLength`, `format`...), and a forced call is still made to fit the
-    rest. Response formats keep refusing them (check_schema)."""
+    schemas carry them (`minimum`, `format`...), and a forced call is still made to fit the rest. When
+    the bounds (`maxLength`, `pattern`...) would make the grammar too deep or too large, they go too.
+    Response formats keep refusing what is not enforced (check_schema)."""
+    kept = _without(schema, frozenset())
+    try:
+        check_schema(kept)
+    except InvalidParameter:
+        return _without(schema, BOUNDS)
+    return kept
+
+
+def _without(schema: Any, dropped: frozenset[str]) -> Any:
+    """A copy of a schema with only the enforced and descriptive keywords, less `dropped`."""
     if isinstance(schema, list):
-        return [enforceable(item) for item in schema]
+        return [_without(item, dropped) for item in schema]
     if not isinstance(schema, Mapping):
         return schema
     kept: dict[str, Any] = {}
     for key, value in schema.items():
-        if key not in ENFORCED and key not in DESCRIPTIVE:
+        if (key not in ENFORCED and key not in DESCRIPTIVE) or key in dropped:
             continue
         if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
-            kept[key] = {name: enforceable(sub) for name, sub in value.items()}
+            kept[key] = {name: _without(sub, dropped) for name, sub in value.items()}
         elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems"):
-            kept[key] = enforceable(value)
+            kept[key] = _without(value, dropped)
         else:
             kept[key] = value
     return kept

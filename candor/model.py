@@ -14,9 +14,11 @@ from candor.config import Settings
 from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, SequenceRunner
 from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.errors import CandorError, InvalidParameter
+from candor.gguf_file import read_gguf
 from candor.identity import ModelCard
 from candor.parameters import sampling_defaults
-from candor.plan import available_memory, hold_weights
+from candor.plan import available_memory, hold_weights, memory_plan
+from candor.plan.context_size import ContextChoice, context_for, default_budget
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.store import Store, StoreEntry
@@ -40,7 +42,7 @@ class Model:
         self,
         path: Path,
         *,
-        ctx: int,
+        ctx: int | None,
         threads: int,
         batch: int,
         gpu_layers: int,
@@ -66,7 +68,8 @@ class Model:
             path, gpu_layers=gpu_layers, weights_in_ram=in_ram, cpu_buffers=self.cpu_buffers
         )
         try:
-            n_ctx = min(ctx, self._native.n_ctx_train) if self._native.n_ctx_train > 0 else ctx
+            self.context: ContextChoice = self._size_context(ctx, batch)
+            n_ctx = self.context.per_slot
             config = ContextConfig(n_ctx=n_ctx, n_batch=min(batch, n_ctx), n_threads=threads, n_outputs_max=1)
             self._runner = SequenceRunner(NativeContext(self._native, config))
         except BaseException:
@@ -82,6 +85,28 @@ class Model:
         self.chat_defaults: SamplingParams = sampling_defaults(parameters, self.chat_format.options)
         self.load_seconds = time.perf_counter() - started
         self._load_seconds_unreported = self.load_seconds
+
+    def _size_context(self, asked: int | None, batch: int) -> ContextChoice:
+        """As asked (capped at the training context), else the longest one sequence fits in the budget."""
+        trained = self._native.n_ctx_train if self._native.n_ctx_train > 0 else None
+        if asked is not None:
+            return context_for(asked, trained, lambda n: 0, 0)
+        header = read_gguf(self.path)
+        return context_for(
+            None,
+            trained,
+            lambda n: (
+                memory_plan(
+                    self.card,
+                    ctx=n,
+                    n_batch=min(batch, n),
+                    n_outputs_max=1,
+                    extra_buffers=self.cpu_buffers.extra,
+                    header=header,
+                ).total
+            ),
+            default_budget(),
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from candor import InvalidParameter, SamplingParams
 from candor.engine import ContextConfig, NativeModel
 from candor.engine.batching import BatchEngine, EngineRequest
 from candor.engine.grammar import GrammarGate
-from candor.grammar_limits import check_schema, schema_grammar
+from candor.grammar_limits import check_schema, enforceable, schema_grammar
 from candor.pipeline import JSON_OBJECT, ResponseFormat
 
 BYTE_TOKENS = 3  # the tiny vocabulary: 3 specials, then one token per byte (gguf_factory.vocabulary)
@@ -76,6 +76,31 @@ def test_unenforced_keywords_are_named_before_any_runner() -> None:
         deep = {"type": "array", "items": deep}
     with pytest.raises(InvalidParameter, match="nests deeper"):
         check_schema(deep)
+
+
+def test_a_tool_schema_keeps_what_the_grammar_enforces_and_drops_what_would_break_it(
+    tiny_native: NativeModel,
+) -> None:
+    tool = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 5, "format": "date-time", "minimum": 1},
+            "command": {"type": "string", "maxLength": 200},  # 200 nested groups: too deep to run
+        },
+        "required": ["city"],
+    }
+    with pytest.raises(InvalidParameter, match="deeper than 64"):
+        check_schema(enforceable({"type": "string", "maxLength": 200}) | {"maxLength": 200})
+    loose = enforceable(tool)
+    assert loose["properties"]["command"] == {"type": "string"}
+    assert "minimum" not in loose["properties"]["city"]
+    grammar = schema_grammar(loose)
+    assert accepts(tiny_native, grammar, '{"city": "2026-12-08T10:00:00Z", "command": "' + "x" * 300 + '"}')
+    assert not accepts(tiny_native, grammar, '{"city": "not a date"}')  # `format` still holds
+    assert not accepts(tiny_native, grammar, '{"command": "ls"}')  # `required` still holds
+    short = enforceable({"type": "object", "properties": {"city": {"type": "string", "maxLength": 5}}})
+    assert short["properties"]["city"]["maxLength"] == 5  # a bound the grammar can take stays
+    assert not accepts(tiny_native, schema_grammar(short), '{"city": "toolong"}')
 
 
 def test_generation_follows_the_grammar_on_the_tiny_model(tiny_model_path: Path) -> None:

@@ -308,7 +308,9 @@ def test_candor_plan_prints_each_part_and_the_total(
     # As the scheduler loads models: each slot may hold --ctx tokens, one logits row per slot.
     expected = memory_plan(tiny, ctx=512, parallel=2, n_outputs_max=2, kv_unified=False)
     assert f"{expected.total / MIB:.2f} MiB" in text
-    args = parser.parse_args(["plan", str(tiny.path), "--ctx", "256", "--kv-type", "f16", "--json"])
+    args = parser.parse_args(
+        ["plan", str(tiny.path), "--ctx", "256", "--parallel", "1", "--kv-type", "f16", "--json"]
+    )
     assert args.handler(args) == 0
     planned = memory_plan(tiny, ctx=256, n_outputs_max=1).total
     assert json.loads(capsys.readouterr().out)["total_bytes"] == planned
@@ -329,7 +331,9 @@ def test_candor_plan_says_the_context_asked_per_slot_and_what_it_becomes(
     assert plan_line(capsys, gemma, "--ctx", "8192", "--parallel", "4").startswith(
         "context 8192 tokens per slot (asked 8192), 4 slots x 8192 = 32768 KV cells, KV f16"
     )
-    assert plan_line(capsys, gemma, "--ctx", "8192").startswith("context 8192 tokens (asked 8192), 1 slot,")
+    assert plan_line(capsys, gemma, "--ctx", "8192", "--parallel", "1").startswith(
+        "context 8192 tokens (asked 8192), 1 slot,"
+    )
     # llama.cpp pads each slot's cells to a multiple of 256
     assert plan_line(capsys, gemma, "--ctx", "1000", "--parallel", "3").startswith(
         "context 1024 tokens per slot (asked 1000, padded to a multiple of 256), "

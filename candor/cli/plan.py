@@ -10,13 +10,16 @@ from typing import Any
 from candor.config import Settings
 from candor.diagnostics import build_info, cpu_buffers
 from candor.errors import InvalidParameter
+from candor.gguf_file import read_gguf
 from candor.plan import KV_TYPES, MIB, MemoryPlan, memory_plan
+from candor.plan.context_size import ContextChoice, context_for, default_budget
 from candor.preflight import checked_card
 from candor.store.library import Library
 
 EXAMPLES = """examples:
-  candor plan                                  the default model, CANDOR_CTX tokens, one slot
-  (as candor's scheduler loads models: each of P slots has its own KV stream of --ctx cells)
+  candor plan                                  the default model as `candor serve` loads it
+  (each of P slots has its own KV stream of --ctx cells; without --ctx or CANDOR_CTX, the model's
+  training context, or the longest that fits the memory budget for every slot)
   candor plan gemma-3-270m:Q4_K_M --ctx 8192 --parallel 4 --kv-type q8_0
   candor plan ./model.gguf --gpu-layers -1 --json
 """
@@ -37,7 +40,9 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--ctx", type=int, metavar="N", help="context tokens one request may use (CANDOR_CTX)"
     )
-    parser.add_argument("--parallel", type=int, default=1, metavar="P", help="parallel sequences (slots)")
+    parser.add_argument(
+        "--parallel", type=int, metavar="P", help="parallel sequences (slots) (CANDOR_PARALLEL)"
+    )
     parser.add_argument("--kv-type", choices=tuple(KV_TYPES), default="f16", help="KV cache element type")
     parser.add_argument("--batch", type=int, metavar="N", help="tokens per llama_decode (CANDOR_BATCH)")
     parser.add_argument(
@@ -57,31 +62,40 @@ def handle(args: argparse.Namespace) -> int:
     path, _ = Library(settings).resolve(args.model)
     card = checked_card(path)
     info = build_info()
-    if args.parallel < 1:
+    parallel = settings.parallel if args.parallel is None else args.parallel
+    if parallel < 1:
         raise InvalidParameter("--parallel must be at least 1")
     asked = settings.ctx if args.ctx is None else args.ctx
-    if asked < 1:
+    if asked is not None and asked < 1:
         raise InvalidParameter(f"--ctx must be at least 1; got {asked}")
+    header = read_gguf(path)
+    extra = cpu_buffers(settings).extra
+
+    def plan_for(per_slot: int) -> MemoryPlan:
+        return memory_plan(
+            card,
+            ctx=per_slot * parallel,
+            parallel=parallel,
+            n_outputs_max=parallel,  # candor asks for one logits row per sequence
+            kv_unified=parallel == 1,
+            kv_type=args.kv_type,
+            n_batch=args.batch or settings.batch,
+            gpu_layers=_gpu_layers(args.gpu_layers, settings.gpu_layers, info.gpu_offload),
+            gpu=info.gpu_offload,
+            cpu_features=info.cpu_features,
+            extra_buffers=extra,
+            header=header,
+        )
+
     # As candor loads it: capped at the context the model was trained for, then ctx cells per slot.
-    per_slot = min(asked, card.context_length) if card.context_length else asked
-    plan = memory_plan(
-        card,
-        ctx=per_slot * args.parallel,
-        parallel=args.parallel,
-        n_outputs_max=args.parallel,  # candor asks for one logits row per sequence
-        kv_unified=args.parallel == 1,
-        kv_type=args.kv_type,
-        n_batch=args.batch or settings.batch,
-        gpu_layers=_gpu_layers(args.gpu_layers, settings.gpu_layers, info.gpu_offload),
-        gpu=info.gpu_offload,
-        cpu_features=info.cpu_features,
-        extra_buffers=cpu_buffers(settings).extra,
-    )
+    choice = context_for(asked, card.context_length, lambda n: plan_for(n).total, default_budget())
+    plan = plan_for(choice.per_slot)
     if args.json:
-        # `ctx` there is what llama.cpp was asked for in all; this is what the user asked for each slot
-        print(json.dumps({**plan.to_dict(), "ctx_asked_per_slot": asked}, indent=2))
+        # `ctx` there is what llama.cpp was asked for in all; these are per slot
+        extra_fields = {"ctx_asked_per_slot": asked, "ctx_per_slot": choice.per_slot}
+        print(json.dumps({**plan.to_dict(), **extra_fields, "ctx_reason": choice.reason()}, indent=2))
     else:
-        print_plan(plan, card.display_name, asked)
+        print_plan(plan, card.display_name, choice)
     return 0
 
 
@@ -92,12 +106,10 @@ def _gpu_layers(asked: int | None, configured: int, gpu: bool) -> int:
     return configured if gpu else 0
 
 
-def context_line(plan: MemoryPlan, per_slot: int) -> str:
-    """The context as asked (tokens per slot) and as it is sized: capped at the model's trained context,
-    padded by llama.cpp, one stream of cells per slot."""
-    asked, used = f"asked {per_slot}", plan.ctx // plan.parallel
-    if used < per_slot:
-        asked += f", the most the model was trained for is {used}"
+def context_line(plan: MemoryPlan, choice: ContextChoice) -> str:
+    """The context per slot and why it is that long, as it is sized: padded by llama.cpp, one stream of
+    cells per slot."""
+    asked, used = choice.reason(), plan.ctx // plan.parallel
     if plan.n_ctx_seq > used:
         asked += ", padded to a multiple of 256"
     if plan.parallel == 1:
@@ -108,11 +120,11 @@ def context_line(plan: MemoryPlan, per_slot: int) -> str:
     )
 
 
-def print_plan(plan: MemoryPlan, name: str, asked: int) -> None:
+def print_plan(plan: MemoryPlan, name: str, choice: ContextChoice) -> None:
     """Human-readable table: one line per part, then the total per device and overall."""
     out = sys.stdout
     print(f"  {name} ({plan.architecture}), {plan.n_layer} layers", file=out)
-    print(f"  {context_line(plan, asked)}, KV {plan.kv_type}, batch {plan.n_batch}", file=out)
+    print(f"  {context_line(plan, choice)}, KV {plan.kv_type}, batch {plan.n_batch}", file=out)
     print(file=out)
     for part in plan.parts:
         flag = "" if part.verified else "  (unverified)"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import socket
 import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from candor.config import SETTINGS, parse_names, read, server_address
+from candor.config import SETTINGS, Settings, parse_names, read, server_address
 from candor.errors import CandorError
 
 if TYPE_CHECKING:
@@ -57,6 +58,13 @@ def register(sub: Any) -> None:
     )
     limits = parser.add_argument_group("capacity (Ollama's OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE...)")
     limits.add_argument("--parallel", type=int, help="requests decoded together per model (CANDOR_PARALLEL)")
+    limits.add_argument(
+        "--ctx",
+        type=int,
+        metavar="N",
+        help="context tokens per request when a request sets none (CANDOR_CTX; default: the model's "
+        "training context, as far as the memory budget allows)",
+    )
     limits.add_argument(
         "--max-queue",
         type=int,
@@ -106,6 +114,16 @@ def scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
     )
 
 
+def engine_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with the flags that override them."""
+    settings = Settings.from_env()
+    if args.ctx is None:
+        return settings
+    if args.ctx < 1:
+        raise CandorError(f"--ctx must be at least 1; got {args.ctx}")
+    return dataclasses.replace(settings, ctx=args.ctx)
+
+
 def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
     """--host/--port, else CANDOR_HOST, else OLLAMA_HOST, else 127.0.0.1:11434."""
     address = server_address(host)
@@ -147,7 +165,7 @@ def handle(args: argparse.Namespace) -> int:
         allowed_hosts=frozenset(_names(args.allowed_hosts, "CANDOR_ALLOWED_HOSTS")),
         cors_origins=_names(args.cors_origins, "CANDOR_CORS_ORIGINS"),
     )
-    app = create_app(settings, scheduler=Scheduler(config=scheduler_config(args)))
+    app = create_app(settings, scheduler=Scheduler(engine_settings(args), config=scheduler_config(args)))
     print(f"candor serving on http://{host}:{port} (Ollama API at /api, OpenAI API at /v1)", file=sys.stderr)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")

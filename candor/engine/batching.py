@@ -34,6 +34,19 @@ MIN_REUSE_BESIDE_OTHERS = 16
 WARM_UP_TOKENS = 16
 
 
+def overflow_message(prompt: int, limit: int, model: NativeModel) -> str:
+    """What to do about a prompt that does not fit: raise the context while the model allows it."""
+    said = f"the prompt is {prompt} tokens but this model is loaded with {limit} tokens per request"
+    trained = model.n_ctx_train
+    if trained > 0 and prompt >= trained:
+        return f"{said}, and it was trained for {trained}; shorten the prompt"
+    most = f" (at most {trained}, what it was trained for)" if trained > 0 else ""
+    return (
+        f"{said}; load it with a larger context{most}: CANDOR_CTX or `candor serve --ctx`, or num_ctx "
+        "in the request's options (Ollama's API); or shorten the prompt"
+    )
+
+
 @dataclass(frozen=True)
 class EngineRequest:
     """A generation for the batch engine: prompt tokens and how to sample them."""
@@ -101,8 +114,7 @@ class BatchEngine:
             return EngineEvent(
                 request.id,
                 error=ContextOverflow(
-                    f"the prompt is {len(request.prompt)} tokens but a request may use at most "
-                    f"{self.max_request_tokens}; use a larger context (num_ctx) or shorten the prompt"
+                    overflow_message(len(request.prompt), self.max_request_tokens, self.model)
                 ),
             )
         self.waiting.append(request)

@@ -12,13 +12,16 @@ from candor.engine.native_model import NativeModel
 from candor.errors import ContextOverflow, EngineError
 
 POOLING_MEAN = 1
+# The whole input is one micro-batch, and the compute buffer grows with its square (the attention mask):
+# 8,192 tokens take about 130 MiB of it, a 32k training context would take 2 GiB.
+MAX_EMBED_TOKENS = 8192
 
 
 class Embedder:
     """A context in embeddings mode. Models that declare no pooling get mean pooling, as Ollama does."""
 
     def __init__(self, model: NativeModel, *, n_ctx: int, n_threads: int) -> None:
-        n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
+        n_ctx = min(n_ctx, MAX_EMBED_TOKENS, model.n_ctx_train if model.n_ctx_train > 0 else n_ctx)
         # The whole input must fit one micro-batch for pooling, so the batch is the context.
         config = ContextConfig(n_ctx=n_ctx, n_batch=n_ctx, n_threads=n_threads, embeddings=True)
         arch = model.meta("general.architecture") or ""

@@ -15,6 +15,7 @@ class Counters:
     requests_cancelled: int = 0
     rejected_busy: int = 0
     prompt_tokens: int = 0
+    prompt_tokens_cached: int = 0  # of those, served from a slot's KV (a reused prefix), not read again
     completion_tokens: int = 0
     time_to_first_token_seconds: float = 0.0  # summed over finished requests
     decode_seconds: float = 0.0

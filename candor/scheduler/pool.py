@@ -19,8 +19,10 @@ from typing import Any
 from candor.config import Settings
 from candor.engine.cpu_selftest import choose_cpu_buffers
 from candor.errors import Busy, CandorError
+from candor.gguf_file import GGUFHeader, read_gguf
 from candor.identity import ModelCard
 from candor.parameters import sampling_defaults
+from candor.plan.context_size import ContextChoice, context_for, default_budget
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, chat_format_of
 from candor.scheduler.handle import RequestHandle
@@ -53,16 +55,6 @@ def defaults_of(entry: StoreEntry | None, fmt: ChatFormat | None = None) -> Samp
     return sampling_defaults(entry.parameters if entry else {}, fmt.options if fmt is not None else None)
 
 
-def physical_memory() -> int:
-    """Bytes of RAM (for the default memory budget)."""
-    try:
-        import os
-
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
-
-
 @dataclass
 class LoadedModel:
     """A model file with a live runner (shared by every name of that file)."""
@@ -83,6 +75,7 @@ class LoadedModel:
     defaults: SamplingParams = field(default_factory=SamplingParams)
     names: set[str] = field(default_factory=set)  # every name requests used for this file
     claims: int = 0  # requests between load() and their runner taking them (see ModelPool.claim)
+    context: ContextChoice | None = None  # how long each slot's context is, and why
 
     @property
     def idle(self) -> bool:
@@ -97,6 +90,7 @@ class LoadedModel:
             "path": str(self.path),
             "size": self.size,
             "context_length": self.ctx,
+            "context_reason": self.context.reason() if self.context is not None else None,
             "parallel": self.runner.ready.parallel,
             "active_requests": self.runner.active,
             "expires_at": self.expires_at,
@@ -112,6 +106,14 @@ class LoadedModel:
             "weights": self.runner.ready.weights,
             "cpu_buffers": self.runner.ready.cpu_buffers,
         }
+
+
+def _header_or_none(path: Path) -> GGUFHeader | None:
+    """The file's header, read once for the several plans that size its context (None: plan without)."""
+    try:
+        return read_gguf(path)
+    except (CandorError, OSError):
+        return None
 
 
 def _serves(loaded: LoadedModel, ctx: int | None) -> bool:
@@ -200,9 +202,7 @@ class ModelPool:
                         f"{name} is serving requests with a {loaded.ctx}-token context; retry for {ctx}"
                     )
                 self._unload(loaded, evicted=False)
-            return self._start(
-                key, path, entry, ctx=ctx or self.settings.ctx, keep_alive=keep_alive, claim=claim
-            )
+            return self._start(key, path, entry, ctx=ctx, keep_alive=keep_alive, claim=claim)
 
     def is_ready(self, model: str | None, *, ctx: int | None = None) -> bool:
         """Whether load() would return at once: the model's runner is up with at least `ctx` tokens."""
@@ -220,14 +220,20 @@ class ModelPool:
         path: Path,
         entry: StoreEntry | None,
         *,
-        ctx: int,
+        ctx: int | None,
         keep_alive: float | None,
         claim: bool,
     ) -> LoadedModel:
         card = checked_card(path)
-        if card.context_length:
-            ctx = min(ctx, card.context_length)  # what the runner will use: plan and charge for that
-        size = self._charge(card, path, ctx)
+        header = _header_or_none(path)
+        choice = context_for(
+            ctx if ctx is not None else self.settings.ctx,
+            card.context_length,
+            lambda n: self._charge(card, path, n, header),
+            self._budget(),
+        )
+        ctx = choice.per_slot  # what the runner will use: plan and charge for that
+        size = self._charge(card, path, ctx, header)
         self._make_room(size)
         config = RunnerConfig(
             path=str(path),
@@ -266,6 +272,7 @@ class ModelPool:
             defaults=defaults_of(entry),
             names={name},
             claims=int(claim),  # before it is registered: `keep_alive: 0` makes it due at once
+            context=choice,
         )
         with self._lock:
             self._models[key] = loaded
@@ -278,8 +285,9 @@ class ModelPool:
             loaded.expires_at += FIRST_REQUEST_GRACE
         return loaded
 
-    def _charge(self, card: ModelCard, path: Path, ctx: int) -> int:
-        """Bytes a model will take: the memory plan when available, else the weights' size."""
+    def _charge(self, card: ModelCard, path: Path, ctx: int, header: GGUFHeader | None) -> int:
+        """Bytes a model will take with `ctx` tokens per slot: the memory plan when available, else the
+        weights' size."""
         try:
             from candor.plan import memory_plan
 
@@ -294,13 +302,14 @@ class ModelPool:
                     n_batch=self.settings.batch,
                     n_outputs_max=self.config.parallel,
                     kv_unified=False,
+                    header=header,
                 ).total
             )
         except (ImportError, CandorError, AttributeError, TypeError):
             return path.stat().st_size
 
     def _budget(self) -> int:
-        return self.config.memory_budget or int(physical_memory() * 0.75)
+        return self.config.memory_budget or default_budget()
 
     def _make_room(self, size: int) -> None:
         """Evict least recently used idle models until the new one fits the count and the budget."""
@@ -432,6 +441,7 @@ class ModelPool:
         elif item.usage is not None and item.timings is not None:
             self.metrics.add(
                 prompt_tokens=item.usage.prompt_tokens,
+                prompt_tokens_cached=item.usage.cached_tokens,
                 completion_tokens=item.usage.completion_tokens,
                 time_to_first_token_seconds=item.timings.prompt_seconds,
                 decode_seconds=item.timings.decode_seconds,

@@ -15,6 +15,7 @@ _HELP = {
     "requests_cancelled": "requests cancelled (client gone)",
     "rejected_busy": "requests refused because the queue was full",
     "prompt_tokens": "prompt tokens processed",
+    "prompt_tokens_cached": "prompt tokens served from a cached prefix (not read again)",
     "completion_tokens": "tokens generated",
     "time_to_first_token_seconds": "summed time to first token",
     "decode_seconds": "summed decode time",
