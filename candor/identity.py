@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from candor.errors import ModelNotFound
+from candor.errors import InvalidParameter, ModelNotFound
 from candor.gguf_file import TOKENS_KEY, ArraySummary, GGUFHeader, read_gguf
 from candor.jsonfile import read_json, write_json
 
@@ -21,6 +21,10 @@ NO_KV_ARCHS = {
 }  # fmt: skip
 
 logger = logging.getLogger(__name__)
+
+# llama_pooling_type (llama.h): how a model pools its tokens into one output, as `{arch}.pooling_type` says.
+POOLING_TYPES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+POOLING_RANK = 4  # a reranker: the pooled output is its classification head's, the first value the score
 
 # llama_ftype (llama.h): what `general.file_type` says the quantization is.
 # fmt: off
@@ -148,6 +152,11 @@ class ModelCard:
         )
 
     @property
+    def pooling_type(self) -> int | None:
+        """The pooling its GGUF declares (a key of POOLING_TYPES), or None when it declares none."""
+        return _int(self.metadata.get(f"{self.architecture}.pooling_type")) if self.architecture else None
+
+    @property
     def display_name(self) -> str:
         """Name the model as its file does ("DeepSeek-R1-Distill-Qwen-32B"), else by its file name."""
         if self.name:
@@ -230,6 +239,23 @@ class ModelCard:
 def read_card(path: str | Path) -> ModelCard:
     """Read a GGUF file's header and describe the model in it (raises as read_gguf does)."""
     return ModelCard.from_header(read_gguf(path, find_tokens=TURN_TOKENS))
+
+
+def not_a_reranker(name: str, declared: int | None) -> InvalidParameter:
+    """The refusal of a rerank request to a model whose GGUF does not declare rank pooling."""
+    said = "no pooling type" if declared is None else f"pooling type {POOLING_TYPES.get(declared, declared)}"
+    return InvalidParameter(
+        f"{name} is not a reranker: its GGUF declares {said}; rerank needs a reranker model such as "
+        "bge-reranker-v2-m3 or Qwen3-Reranker"
+    )
+
+
+def reranker_embeds_nothing(name: str) -> InvalidParameter:
+    """The refusal of an embeddings request to a reranker: its pooled output is one score, not a vector."""
+    return InvalidParameter(
+        f"{name} is a reranker: it scores documents against a query and makes no embeddings; use rerank "
+        "(/v1/rerank) with it, or an embedding model for embeddings"
+    )
 
 
 def format_count(n: int) -> str:
