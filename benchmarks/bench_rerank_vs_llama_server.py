@@ -6,8 +6,9 @@ private CANDOR_HOME), sends each the same queries and documents on `/rerank`, an
 the largest difference between the two servers' scores for a document. Exits 1 when any document's
 score differs by more than --tolerance (or one server left a document out).
 
-Without --model it runs the tests' tiny reranker (tests/gguf_reranker.py), twice: formatted as llama.cpp
-does without a template (BOS query EOS SEP document EOS), and through a `tokenizer.chat_template.rerank`.
+Without --model it runs the tests' tiny reranker (tests/gguf_reranker.py) three times: declaring rank
+pooling and formatted as llama.cpp does without a template (BOS query EOS SEP document EOS); through a
+`tokenizer.chat_template.rerank`; and declaring no pooling type, as bge-reranker's GGUFs are written.
 
     python benchmarks/bench_rerank_vs_llama_server.py [--model bge-reranker-v2-m3.gguf] [--llama-tools DIR]
 """
@@ -132,6 +133,9 @@ def main() -> None:
                 "tiny reranker, no template": write_tiny_reranker(Path(tmp) / "tiny-reranker.gguf"),
                 f"tiny reranker, rerank template {TEMPLATE!r}": write_tiny_reranker(
                     Path(tmp) / "tiny-reranker-templated.gguf", rerank_template=TEMPLATE
+                ),
+                "tiny reranker, no pooling type declared": write_tiny_reranker(
+                    Path(tmp) / "tiny-reranker-undeclared.gguf", declare_rank=False
                 ),
             }
         worst = 0.0

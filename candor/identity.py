@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 # llama_pooling_type (llama.h): how a model pools its tokens into one output, as `{arch}.pooling_type` says.
 POOLING_TYPES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 POOLING_RANK = 4  # a reranker: the pooled output is its classification head's, the first value the score
+# A sequence classifier's head (llama.cpp's cls and cls_out): what llama.cpp's converter writes for
+# bge-reranker and other BERT/XLM-RoBERTa rerankers, which declare no pooling type of their own.
+CLASSIFIER_HEAD = ("cls.weight", "cls.output.weight")
 
 # llama_ftype (llama.h): what `general.file_type` says the quantization is.
 # fmt: off
@@ -102,6 +105,7 @@ class ModelCard:
     base_models: tuple[BaseModel, ...]
     tags: tuple[str, ...]
     special_tokens_present: dict[str, int]  # known turn token -> its id in the vocabulary
+    classifier_head: bool  # the file has a sequence classifier's head (see CLASSIFIER_HEAD)
     metadata: dict[str, Any] = field(repr=False)  # every key: scalars, small arrays, sizes of big ones
 
     @classmethod
@@ -148,6 +152,7 @@ class ModelCard:
             base_models=_base_models(meta),
             tags=tuple(t for t in _tuple(meta.get("general.tags")) if isinstance(t, str)),
             special_tokens_present={t: i for t, i in header.found_tokens.items() if t in TURN_TOKENS},
+            classifier_head=any(t.name in CLASSIFIER_HEAD for t in header.tensors),
             metadata={k: _dumpable(v) for k, v in meta.items() if k != "tokenizer.chat_template"},
         )
 
@@ -155,6 +160,12 @@ class ModelCard:
     def pooling_type(self) -> int | None:
         """The pooling its GGUF declares (a key of POOLING_TYPES), or None when it declares none."""
         return _int(self.metadata.get(f"{self.architecture}.pooling_type")) if self.architecture else None
+
+    @property
+    def is_reranker(self) -> bool:
+        """Whether rank pooling gives a relevance score: the GGUF declares it (Qwen3-Reranker) or has a
+        classifier's head for it to run (bge-reranker, converted without a pooling type)."""
+        return self.pooling_type == POOLING_RANK or self.classifier_head
 
     @property
     def display_name(self) -> str:
@@ -242,11 +253,11 @@ def read_card(path: str | Path) -> ModelCard:
 
 
 def not_a_reranker(name: str, declared: int | None) -> InvalidParameter:
-    """The refusal of a rerank request to a model whose GGUF does not declare rank pooling."""
+    """The refusal of a rerank request to a model that is no reranker (see ModelCard.is_reranker)."""
     said = "no pooling type" if declared is None else f"pooling type {POOLING_TYPES.get(declared, declared)}"
     return InvalidParameter(
-        f"{name} is not a reranker: its GGUF declares {said}; rerank needs a reranker model such as "
-        "bge-reranker-v2-m3 or Qwen3-Reranker"
+        f"{name} is not a reranker: its GGUF declares {said} and has no classification head (cls, "
+        "cls.output); rerank needs a reranker model such as bge-reranker-v2-m3 or Qwen3-Reranker"
     )
 
 

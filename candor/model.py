@@ -14,7 +14,7 @@ from candor.config import Settings
 from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, Reranker, SequenceRunner
 from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.errors import CandorError, InvalidParameter
-from candor.identity import ModelCard
+from candor.identity import ModelCard, not_a_reranker
 from candor.parameters import sampling_defaults
 from candor.plan import available_memory, hold_weights
 from candor.preflight import checked_card
@@ -257,6 +257,8 @@ class Model:
         """
         if isinstance(documents, str):
             raise InvalidParameter("rerank takes the documents as a list of strings")
+        if not self.card.is_reranker:
+            raise not_a_reranker(self._native.path.name, self.card.pooling_type)
         with self._exclusive():
             if self._reranker is None:
                 self._reranker = Reranker(self._native, n_ctx=self.n_ctx, n_threads=self._threads)

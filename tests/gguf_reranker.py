@@ -77,9 +77,13 @@ def reference_score(tokens: list[int], seed: int = 0) -> float:
     return float(t["cls.output.weight"][0] @ np.tanh(t["cls.weight"] @ cls))
 
 
-def write_tiny_reranker(path: Path, *, seed: int = 0, rerank_template: str | None = None) -> Path:
+def write_tiny_reranker(
+    path: Path, *, seed: int = 0, rerank_template: str | None = None, declare_rank: bool = True
+) -> Path:
     """Write the reranker: XLM-RoBERTa's specials (<s> query </s></s> document </s>) over the tests' SPM
-    vocabulary; with `rerank_template`, a `tokenizer.chat_template.rerank` that formats the pair instead."""
+    vocabulary; with `rerank_template`, a `tokenizer.chat_template.rerank` that formats the pair instead.
+    Without `declare_rank` it declares no pooling type and names its one output, as llama.cpp's converter
+    writes bge-reranker-v2-m3."""
     vocab = vocabulary()
     w = gguf.GGUFWriter(str(path), "bert")
     w.add_type("model")
@@ -91,7 +95,10 @@ def write_tiny_reranker(path: Path, *, seed: int = 0, rerank_template: str | Non
     w.add_head_count(HEADS)
     w.add_layer_norm_eps(1e-12)
     w.add_causal_attention(False)
-    w.add_pooling_type(gguf.PoolingType.RANK)
+    if declare_rank:
+        w.add_pooling_type(gguf.PoolingType.RANK)
+    else:
+        w.add_classifier_output_labels(["LABEL_0"])
     w.add_file_type(0)
     w.add_tokenizer_model("llama")
     w.add_token_list(vocab)

@@ -54,8 +54,21 @@ def test_a_rerank_template_in_the_gguf_formats_the_pair(tmp_path: Path) -> None:
             assert score == pytest.approx(reference_score(tokens), abs=5e-3)
 
 
-def test_a_model_that_does_not_pool_by_rank_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
-    declares_none = r"tiny-llama\.gguf is not a reranker: its GGUF declares no pooling type"
+def test_a_classifier_head_without_a_declared_pooling_type_is_a_reranker(
+    reranker: candor.Model, tmp_path: Path
+) -> None:
+    # bge-reranker-v2-m3 as llama.cpp's converter writes it: cls and cls.output, no pooling type
+    path = write_tiny_reranker(tmp_path / "undeclared.gguf", declare_rank=False)
+    with candor.load(path, ctx=128, threads=1) as model:
+        assert model.card.pooling_type is None and model.card.is_reranker
+        assert model.rerank(QUERY, DOCUMENTS) == reranker.rerank(QUERY, DOCUMENTS)
+
+
+def test_a_model_that_is_no_reranker_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
+    declares_none = (
+        r"tiny-llama\.gguf is not a reranker: its GGUF declares no pooling type and has no classification "
+        r"head \(cls, cls\.output\); rerank needs a reranker model such as bge-reranker"
+    )
     with candor.load(tiny_model_path, ctx=128, threads=1) as model, pytest.raises(InvalidParameter) as none:
         model.rerank(QUERY, DOCUMENTS)
     none.match(declares_none)
@@ -64,7 +77,7 @@ def test_a_model_that_does_not_pool_by_rank_is_refused(tiny_model_path: Path, tm
     )
     with candor.load(mean, ctx=128, threads=1) as model, pytest.raises(InvalidParameter) as declared:
         model.rerank(QUERY, DOCUMENTS)
-    declared.match("declares pooling type mean; rerank needs a reranker model such as bge-reranker")
+    declared.match("declares pooling type mean and has no classification head")
 
 
 def test_a_reranker_makes_no_embeddings(reranker: candor.Model) -> None:

@@ -13,18 +13,17 @@ import llama_cpp
 
 from candor.engine.embed import pooled, pooling_context
 from candor.engine.native_model import NativeModel
-from candor.identity import POOLING_RANK, not_a_reranker
+from candor.identity import POOLING_RANK
 
 
 class Reranker:
-    """A context in rank-pooling mode, formatting each pair as llama-server does for the model."""
+    """A context in rank-pooling mode, formatting each pair as llama-server does for the model.
+
+    Rank pooling is forced, as llama-server's --rerank does, since bge-reranker's GGUFs declare no pooling
+    type; on a model that is no reranker it would yield a coordinate of an embedding, so callers check
+    ModelCard.is_reranker first."""
 
     def __init__(self, model: NativeModel, *, n_ctx: int, n_threads: int) -> None:
-        declared = model.declared_pooling()
-        if declared != POOLING_RANK:
-            # Forced to rank pooling, any model yields a number (llama-server's --reranking does that); it
-            # would be a coordinate of an embedding, not a relevance score.
-            raise not_a_reranker(model.path.name, declared)
         self.model = model
         self.context = pooling_context(model, n_ctx=n_ctx, n_threads=n_threads, pooling=POOLING_RANK)
         raw = llama_cpp.llama_model_chat_template(model.handle, b"rerank")

@@ -188,7 +188,7 @@ class Scheduler:
         if isinstance(documents, str) or not documents or not all(isinstance(d, str) for d in documents):
             raise InvalidParameter("rerank takes the documents as a non-empty list of strings")
         with self.pool.claim(model, keep_alive=keep_alive) as (loaded, _):
-            if loaded.card.pooling_type != POOLING_RANK:
+            if not loaded.card.is_reranker:
                 raise not_a_reranker(loaded.name, loaded.card.pooling_type)
             reranked: Reranked = loaded.runner.call(lambda i: Rerank(i, query, tuple(documents)))
             loaded.last_used = time.monotonic()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gguf_reranker import write_tiny_reranker
 from live_server import import_into, start_server, stop_server
 
 PATHS = ("/v1/rerank", "/rerank", "/v1/reranking", "/reranking", "/api/rerank")
@@ -21,9 +22,12 @@ BEST_FIRST = [1, 2, 3, 0]  # the tiny reranker scores the share of "world" in wh
 def server(
     tmp_path_factory: pytest.TempPathFactory, tiny_reranker_path: Path, tiny_model_path: Path
 ) -> Iterator[str]:
-    """A server whose store holds the tiny reranker and the tiny llama (which is no reranker)."""
+    """A server whose store holds the tiny reranker, once more as bge-reranker's GGUFs are written (a
+    classifier head, no pooling type), and the tiny llama (which is no reranker)."""
     home = tmp_path_factory.mktemp("rerank-home") / "candor"
     import_into(home, tiny_reranker_path, "reranker:tiny")
+    undeclared = write_tiny_reranker(home.parent / "undeclared.gguf", declare_rank=False)
+    import_into(home, undeclared, "reranker:undeclared")
     import_into(home, tiny_model_path, "llama:tiny")
     proc, url = start_server(home)
     yield url
@@ -57,6 +61,13 @@ def test_every_path_ranks_best_first_in_llama_servers_shape(server: str) -> None
     assert first["usage"] == {"prompt_tokens": expected, "total_tokens": expected}
 
 
+def test_a_reranker_that_declares_no_pooling_type_ranks_alike(server: str) -> None:
+    body = {"query": QUERY, "documents": DOCUMENTS}
+    declared = post(server, "/v1/rerank", {**body, "model": "reranker:tiny"}).json()["results"]
+    undeclared = post(server, "/v1/rerank", {**body, "model": "reranker:undeclared"}).json()["results"]
+    assert undeclared == declared
+
+
 def test_top_n_keeps_the_best(server: str) -> None:
     body = {"model": "reranker:tiny", "query": QUERY, "documents": DOCUMENTS}
     top = post(server, "/v1/rerank", {**body, "top_n": 2}).json()["results"]
@@ -79,7 +90,9 @@ def test_a_model_that_is_no_reranker_is_a_400_naming_why(server: str) -> None:
     refused = post(server, "/v1/rerank", body)
     assert refused.status_code == 400
     message = refused.json()["error"]["message"]
-    assert message.startswith("llama:tiny is not a reranker: its GGUF declares no pooling type")
+    assert message.startswith(
+        "llama:tiny is not a reranker: its GGUF declares no pooling type and has no classification head"
+    )
     assert "bge-reranker" in message
     ollama = post(server, "/api/rerank", body)
     assert ollama.status_code == 400 and "is not a reranker" in ollama.json()["error"]
