@@ -246,7 +246,8 @@ class Model:
             ]
 
     def rerank(self, query: str, documents: Sequence[str]) -> list[float]:
-        """Score documents against a query with a reranker model (its GGUF pools by rank).
+        """Score documents against a query with a reranker (a GGUF declaring rank pooling or with a
+        classifier head: Qwen3-Reranker, bge-reranker).
 
         Args:
             query: what the documents are ranked for.

@@ -1,4 +1,4 @@
-"""Reranking: a relevance score for each (query, document) pair, from a model whose GGUF pools by rank.
+"""Reranking: a relevance score for each (query, document) pair, from a reranker model run with rank pooling.
 
 llama.cpp runs such a model's classification head (bert-like rerankers: `cls` and `cls.output` over the
 CLS token; Qwen3-Reranker: `cls.output` over the last token, then a softmax) and hands back its outputs as
