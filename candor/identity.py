@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from candor.errors import ModelNotFound
+from candor.errors import InvalidParameter, ModelNotFound
 from candor.gguf_file import TOKENS_KEY, ArraySummary, GGUFHeader, read_gguf
 from candor.jsonfile import read_json, write_json
 
@@ -21,6 +21,13 @@ NO_KV_ARCHS = {
 }  # fmt: skip
 
 logger = logging.getLogger(__name__)
+
+# llama_pooling_type (llama.h): how a model pools its tokens into one output, as `{arch}.pooling_type` says.
+POOLING_TYPES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+POOLING_RANK = 4  # a reranker: the pooled output is its classification head's, the first value the score
+# A sequence classifier's head (llama.cpp's cls and cls_out): what llama.cpp's converter writes for
+# bge-reranker and other BERT/XLM-RoBERTa rerankers, which declare no pooling type of their own.
+CLASSIFIER_HEAD = ("cls.weight", "cls.output.weight")
 
 # llama_ftype (llama.h): what `general.file_type` says the quantization is.
 # fmt: off
@@ -98,6 +105,7 @@ class ModelCard:
     base_models: tuple[BaseModel, ...]
     tags: tuple[str, ...]
     special_tokens_present: dict[str, int]  # known turn token -> its id in the vocabulary
+    classifier_head: bool  # the file has a sequence classifier's head (see CLASSIFIER_HEAD)
     metadata: dict[str, Any] = field(repr=False)  # every key: scalars, small arrays, sizes of big ones
 
     @classmethod
@@ -144,8 +152,20 @@ class ModelCard:
             base_models=_base_models(meta),
             tags=tuple(t for t in _tuple(meta.get("general.tags")) if isinstance(t, str)),
             special_tokens_present={t: i for t, i in header.found_tokens.items() if t in TURN_TOKENS},
+            classifier_head=any(t.name in CLASSIFIER_HEAD for t in header.tensors),
             metadata={k: _dumpable(v) for k, v in meta.items() if k != "tokenizer.chat_template"},
         )
+
+    @property
+    def pooling_type(self) -> int | None:
+        """The pooling its GGUF declares (a key of POOLING_TYPES), or None when it declares none."""
+        return _int(self.metadata.get(f"{self.architecture}.pooling_type")) if self.architecture else None
+
+    @property
+    def is_reranker(self) -> bool:
+        """Whether rank pooling gives a relevance score: the GGUF declares it (Qwen3-Reranker) or has a
+        classifier's head for it to run (bge-reranker, converted without a pooling type)."""
+        return self.pooling_type == POOLING_RANK or self.classifier_head
 
     @property
     def display_name(self) -> str:
@@ -230,6 +250,23 @@ class ModelCard:
 def read_card(path: str | Path) -> ModelCard:
     """Read a GGUF file's header and describe the model in it (raises as read_gguf does)."""
     return ModelCard.from_header(read_gguf(path, find_tokens=TURN_TOKENS))
+
+
+def not_a_reranker(name: str, declared: int | None) -> InvalidParameter:
+    """The refusal of a rerank request to a model that is no reranker (see ModelCard.is_reranker)."""
+    said = "no pooling type" if declared is None else f"pooling type {POOLING_TYPES.get(declared, declared)}"
+    return InvalidParameter(
+        f"{name} is not a reranker: its GGUF declares {said} and has no classification head (cls, "
+        "cls.output); rerank needs a reranker model such as bge-reranker-v2-m3 or Qwen3-Reranker"
+    )
+
+
+def reranker_embeds_nothing(name: str) -> InvalidParameter:
+    """The refusal of an embeddings request to a reranker: its pooled output is one score, not a vector."""
+    return InvalidParameter(
+        f"{name} is a reranker: it scores documents against a query and makes no embeddings; use rerank "
+        "(/v1/rerank) with it, or an embedding model for embeddings"
+    )
 
 
 def format_count(n: int) -> str:

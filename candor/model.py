@@ -1,4 +1,4 @@
-"""The library API: load a model, then generate, chat, embed and tokenize with it."""
+"""The library API: load a model, then generate, chat, embed, rerank and tokenize with it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from types import TracebackType
 from typing import Any, Literal, overload
 
 from candor.config import Settings
-from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, SequenceRunner
+from candor.engine import ContextConfig, Embedder, NativeContext, NativeModel, Reranker, SequenceRunner
 from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.errors import CandorError, InvalidParameter
 from candor.gguf_file import read_gguf
-from candor.identity import ModelCard
+from candor.identity import ModelCard, not_a_reranker
 from candor.parameters import sampling_defaults
 from candor.plan import available_memory, hold_weights, memory_plan
 from candor.plan.context_size import ContextChoice, context_for, default_budget
@@ -77,6 +77,7 @@ class Model:
             raise
         self._threads = threads
         self._embedder: Embedder | None = None
+        self._reranker: Reranker | None = None
         self._lock = threading.Lock()
         self.chat_format: ChatFormat = choose_chat_format(
             self._native.chat_template(), self.card.architecture, self.card.special_tokens_present
@@ -120,6 +121,9 @@ class Model:
         if self._embedder is not None:
             self._embedder.close()
             self._embedder = None
+        if self._reranker is not None:
+            self._reranker.close()
+            self._reranker = None
         self._runner.context.close()
         self._native.close()
 
@@ -265,6 +269,27 @@ class Model:
                 embedder.embed_tokens(self._native.tokenize(t, add_special=True, parse_special=False))
                 for t in items
             ]
+
+    def rerank(self, query: str, documents: Sequence[str]) -> list[float]:
+        """Score documents against a query with a reranker (a GGUF declaring rank pooling or with a
+        classifier head: Qwen3-Reranker, bge-reranker).
+
+        Args:
+            query: what the documents are ranked for.
+            documents: the texts to score.
+
+        Returns:
+            One score per document, in order: the model's raw score, higher is more relevant.
+        """
+        if isinstance(documents, str):
+            raise InvalidParameter("rerank takes the documents as a list of strings")
+        if not self.card.is_reranker:
+            raise not_a_reranker(self._native.path.name, self.card.pooling_type)
+        with self._exclusive():
+            if self._reranker is None:
+                self._reranker = Reranker(self._native, n_ctx=self.n_ctx, n_threads=self._threads)
+            reranker = self._reranker
+            return [reranker.score_tokens(reranker.pair_tokens(query, d)) for d in documents]
 
     # -- internals -----------------------------------------------------------------------------------
 

@@ -261,6 +261,19 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class Ranking:
+    """A reranker's relevance scores for some documents against one query."""
+
+    scores: list[float]  # one per document, in order: the model's raw score, higher is more relevant
+    prompt_tokens: int  # tokens read, over every (query, document) pair
+
+    def ranked(self, top_n: int | None = None) -> list[tuple[int, float]]:
+        """(document index, score), best first; only the first `top_n` when given."""
+        order = sorted(enumerate(self.scores), key=lambda pair: -pair[1])
+        return order if top_n is None else order[:top_n]
+
+
+@dataclass(frozen=True)
 class Completion:
     """The whole result of a non-streaming generation."""
 

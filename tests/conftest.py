@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from gguf_factory import write_tiny_llama
+from gguf_reranker import write_tiny_reranker
 
 from candor.engine.cpu_selftest import cpu_verdict
 
@@ -39,6 +40,12 @@ def candor_home(
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny F32 llama GGUF (2 layers, 300-token SPM vocabulary) that llama.cpp runs; do not modify."""
     return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny bert reranker GGUF (pooling type rank) whose scores rise with "world" in a document."""
+    return write_tiny_reranker(tmp_path_factory.mktemp("tiny-reranker") / "tiny-reranker.gguf")
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from candor.engine.embed import Embedder
     from candor.engine.generate import SequenceRunner
     from candor.engine.native_model import NativeModel
+    from candor.engine.rerank import Reranker
 
 _LAZY = {
     "BuildInfo": "candor.engine.build_info",
@@ -24,6 +25,7 @@ _LAZY = {
     "Embedder": "candor.engine.embed",
     "SequenceRunner": "candor.engine.generate",
     "NativeModel": "candor.engine.native_model",
+    "Reranker": "candor.engine.rerank",
 }
 
 
@@ -39,5 +41,6 @@ __all__ = [
     "Embedder",
     "NativeContext",
     "NativeModel",
+    "Reranker",
     "SequenceRunner",
 ]

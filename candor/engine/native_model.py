@@ -178,6 +178,11 @@ class NativeModel:
         """Bytes of weights."""
         return int(llama_cpp.llama_model_size(self.handle))
 
+    def declared_pooling(self) -> int | None:
+        """The pooling the GGUF declares (`{arch}.pooling_type`: 1 mean, 2 cls, 3 last, 4 rank), or None."""
+        declared = self.meta(f"{self.architecture}.pooling_type")
+        return int(declared) if declared and declared.lstrip("-").isdigit() else None
+
     def meta(self, key: str) -> str | None:
         """One GGUF metadata value as llama.cpp reads it, or None."""
         buf = ctypes.create_string_buffer(512)

@@ -29,6 +29,7 @@ from candor.scheduler.protocol import (
     Events,
     Generate,
     Ready,
+    Rerank,
     Result,
     RunnerConfig,
     Shutdown,
@@ -191,8 +192,10 @@ class RunnerProcess:
         with contextlib.suppress(OSError, CandorError):  # a runner that is gone has nothing to cancel
             self._send(Cancel(request_id))
 
-    def call(self, make: Callable[[int], Embed | Tokenize | Detokenize], timeout: float = 600.0) -> Any:
-        """A one-shot request (embeddings, tokenization): send it and wait for its Result."""
+    def call(
+        self, make: Callable[[int], Embed | Rerank | Tokenize | Detokenize], timeout: float = 600.0
+    ) -> Any:
+        """A one-shot request (embeddings, scores, tokenization): send it and wait for its Result."""
         request_id = next(self._ids)
         done = threading.Event()
         box: list[Any] = []

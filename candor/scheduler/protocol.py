@@ -48,6 +48,23 @@ class Embedded:
 
 
 @dataclass(frozen=True)
+class Rerank:
+    """Score documents against a query (a reranker model's relevance scores)."""
+
+    id: int
+    query: str
+    documents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """The answer to Rerank: one score per document, in the documents' order, and the tokens read."""
+
+    scores: list[float]
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Tokenize:
     """Tokenize text (answered with Result)."""
 
@@ -92,7 +109,7 @@ class Ready:
 
 @dataclass(frozen=True)
 class Result:
-    """A one-shot answer (embeddings, tokens) to the request with this id."""
+    """A one-shot answer (embeddings, scores, tokens) to the request with this id."""
 
     id: int
     value: Any

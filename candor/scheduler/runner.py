@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from candor.engine import ContextConfig, Embedder, NativeModel
+from candor.engine import ContextConfig, Embedder, NativeModel, Reranker
 from candor.engine.batching import BatchEngine, EngineEvent, EngineRequest
 from candor.errors import CandorError, InvalidParameter
 from candor.identity import NO_KV_ARCHS
@@ -28,6 +28,8 @@ from candor.scheduler.protocol import (
     Events,
     Generate,
     Ready,
+    Rerank,
+    Reranked,
     Result,
     RunnerConfig,
     Shutdown,
@@ -99,6 +101,7 @@ class Runner:
         if self.model.architecture not in NO_KV_ARCHS and not self.model.has_encoder:
             self.engine.warm_up()
         self.embedder: Embedder | None = None
+        self.reranker: Reranker | None = None
         self.ready = Ready(
             n_ctx=self.engine.context.n_ctx,
             max_request_tokens=self.engine.max_request_tokens,
@@ -174,6 +177,9 @@ class Runner:
         elif isinstance(message, Embed):
             self._outbox.append(Result(message.id, self._embed(message.texts)))
             self.flush(force=True)
+        elif isinstance(message, Rerank):
+            self._outbox.append(Result(message.id, self._rerank(message)))
+            self.flush(force=True)
         elif isinstance(message, Detokenize):
             self._outbox.append(Result(message.id, self._detokenize(message)))
             self.flush(force=True)
@@ -200,6 +206,18 @@ class Runner:
             embedder = self.embedder
             prompts = [self.model.tokenize(t, add_special=True, parse_special=False) for t in texts]
             return Embedded([embedder.embed_tokens(p) for p in prompts], sum(len(p) for p in prompts))
+        except CandorError as exc:
+            return pack_error(exc)
+
+    def _rerank(self, message: Rerank) -> Reranked | tuple[str, str]:
+        try:
+            if self.reranker is None:
+                self.reranker = Reranker(
+                    self.model, n_ctx=self.engine.max_request_tokens, n_threads=self.config.threads
+                )
+            reranker = self.reranker
+            pairs = [reranker.pair_tokens(message.query, d) for d in message.documents]
+            return Reranked([reranker.score_tokens(p) for p in pairs], sum(len(p) for p in pairs))
         except CandorError as exc:
             return pack_error(exc)
 
@@ -273,4 +291,6 @@ def run_runner(config: RunnerConfig, conn: Connection) -> None:
         runner.engine.close()
         if runner.embedder is not None:
             runner.embedder.close()
+        if runner.reranker is not None:
+            runner.reranker.close()
         runner.model.close()

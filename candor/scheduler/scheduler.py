@@ -14,15 +14,16 @@ from typing import Any
 
 from candor.config import Settings
 from candor.errors import Busy, InvalidParameter
+from candor.identity import POOLING_RANK, not_a_reranker, reranker_embeds_nothing
 from candor.pipeline import Infill, Reply, ReplyPlan, ReplyReader, ReplyRequest, plan_reply
 from candor.prompt import render_chat, renders_tools, with_default_system, with_tool_instructions
 from candor.prompt.replies.thinking import OPEN_TAG
 from candor.scheduler.handle import RequestHandle
 from candor.scheduler.metrics import Metrics
 from candor.scheduler.pool import LoadedModel, ModelPool, SchedulerConfig, defaults_of
-from candor.scheduler.protocol import Detokenize, Embed, Embedded, Generate, Tokenize
+from candor.scheduler.protocol import Detokenize, Embed, Embedded, Generate, Rerank, Reranked, Tokenize
 from candor.store import StoreEntry
-from candor.types import Embeddings, Message, SamplingParams
+from candor.types import Embeddings, Message, Ranking, SamplingParams
 
 __all__ = ["LoadedModel", "Scheduler", "SchedulerConfig"]
 
@@ -170,11 +171,29 @@ class Scheduler:
             raise InvalidParameter("embed takes a list of strings")
         started = time.perf_counter()
         with self.pool.claim(model, keep_alive=keep_alive) as (loaded, waited):
+            if loaded.card.pooling_type == POOLING_RANK:
+                raise reranker_embeds_nothing(loaded.name)
             embedded: Embedded = loaded.runner.call(lambda i: Embed(i, tuple(texts)))
             loaded.last_used = time.monotonic()
             self.pool.schedule_expiry(loaded)  # before the claim ends: an old expiry must not close it now
         seconds = time.perf_counter() - started
         return Embeddings(embedded.vectors, embedded.tokens, load_seconds=waited, total_seconds=seconds)
+
+    def rerank(
+        self, model: str | None, query: str, documents: Sequence[str], *, keep_alive: float | None = None
+    ) -> Ranking:
+        """A reranker's score for each document against the query, in the documents' order."""
+        if not isinstance(query, str):
+            raise InvalidParameter("rerank takes the query as a string")
+        if isinstance(documents, str) or not documents or not all(isinstance(d, str) for d in documents):
+            raise InvalidParameter("rerank takes the documents as a non-empty list of strings")
+        with self.pool.claim(model, keep_alive=keep_alive) as (loaded, _):
+            if not loaded.card.is_reranker:
+                raise not_a_reranker(loaded.name, loaded.card.pooling_type)
+            reranked: Reranked = loaded.runner.call(lambda i: Rerank(i, query, tuple(documents)))
+            loaded.last_used = time.monotonic()
+            self.pool.schedule_expiry(loaded)  # before the claim ends: an old expiry must not close it now
+        return Ranking(reranked.scores, reranked.tokens)
 
     def tokenize(
         self, model: str | None, text: str, *, add_special: bool = True, parse_special: bool = False

@@ -1,4 +1,5 @@
-"""/openapi.json: served, valid OpenAPI 3, every Ollama and OpenAI route with its request body schema."""
+"""/openapi.json: served, valid OpenAPI 3, every Ollama and OpenAI route (and llama-server's rerank) with its
+request body schema."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from live_server import start_server, stop_server
 from openapi_spec_validator import validate
 
+from candor.server.llamacpp.protocol import RerankRequest
 from candor.server.ollama import protocol as ollama_protocol
 from candor.server.ollama.store_routes import CreateRequest, PullRequest
 from candor.server.openai import protocol as openai_protocol
@@ -34,6 +36,11 @@ ROUTES = {
     ("post", "/v1/chat/completions"): openai_protocol.ChatCompletionRequest,
     ("post", "/v1/completions"): openai_protocol.CompletionRequest,
     ("post", "/v1/embeddings"): openai_protocol.EmbeddingRequest,
+    ("post", "/rerank"): RerankRequest,
+    ("post", "/reranking"): RerankRequest,
+    ("post", "/v1/rerank"): RerankRequest,
+    ("post", "/v1/reranking"): RerankRequest,
+    ("post", "/api/rerank"): RerankRequest,
     ("get", "/health"): None,
     ("get", "/metrics"): None,
 }

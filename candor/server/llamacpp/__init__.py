@@ -1,2 +1,2 @@
-"""llama-server's utility routes (tokenize, detokenize, apply-template), for editor plugins and tools
+"""llama-server's routes (tokenize, detokenize, apply-template, infill, rerank), for editor plugins and tools
 written for llama-server."""

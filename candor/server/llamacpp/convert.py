@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from candor.pipeline import Infill, ReplyEvent, ReplyRequest
-from candor.server.llamacpp.protocol import ApplyTemplateRequest, InfillRequest
-from candor.types import Message
+from candor.server.llamacpp.protocol import ApplyTemplateRequest, InfillRequest, RerankRequest
+from candor.types import Message, Ranking
 
 
 def piece(token: int, data: bytes) -> dict[str, Any]:
@@ -38,6 +38,24 @@ def infill_request(body: InfillRequest) -> ReplyRequest:
         infill=Infill(body.input_prefix, body.input_suffix, extra),
         sampling={k: v for k, v in values.items() if v is not None},
     )
+
+
+def rerank_response(body: RerankRequest, ranking: Ranking) -> dict[str, Any] | list[dict[str, Any]]:
+    """llama-server's answer: Jina's shape (`results` of `index` and `relevance_score`, with `usage`), or
+    with `texts` TEI's bare list of `index` and `score` (and `text` when asked); best first, top_n kept."""
+    documents = body.candidates
+    ranked = ranking.ranked(body.top_n)
+    if body.is_tei:
+        return [
+            {"index": i, "score": score, **({"text": documents[i]} if body.return_text else {})}
+            for i, score in ranked
+        ]
+    return {
+        "model": body.model or "",
+        "object": "list",
+        "usage": {"prompt_tokens": ranking.prompt_tokens, "total_tokens": ranking.prompt_tokens},
+        "results": [{"index": i, "relevance_score": score} for i, score in ranked],
+    }
 
 
 def completion(event: ReplyEvent, model: str) -> dict[str, Any]:

@@ -30,6 +30,25 @@ class ApplyTemplateRequest(UnicodeRequest):
     tools: list[dict[str, Any]] | None = None
 
 
+class RerankRequest(UnicodeRequest):
+    model: str | None = None
+    query: str
+    documents: list[str] | None = None
+    texts: list[str] | None = None  # TEI's name for the documents: the answer is then TEI's bare list
+    top_n: int | None = Field(default=None, ge=0)
+    return_text: bool = False  # TEI: each result carries its document's text
+
+    @property
+    def is_tei(self) -> bool:
+        """Whether the client speaks TEI's rerank API (llama-server's test: the body has `texts`)."""
+        return self.texts is not None
+
+    @property
+    def candidates(self) -> list[str]:
+        """The documents to rank: `documents`, else TEI's `texts` (as llama-server reads them)."""
+        return self.documents if self.documents is not None else self.texts or []
+
+
 class InfillChunk(UnicodeRequest):
     filename: str = ""
     text: str = ""

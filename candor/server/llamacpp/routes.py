@@ -1,4 +1,4 @@
-"""llama-server's /tokenize, /detokenize and /apply-template."""
+"""llama-server's /tokenize, /detokenize, /apply-template, /infill and /rerank."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from candor.errors import CandorError
+from candor.errors import CandorError, InvalidParameter
 from candor.pipeline import ReplyEvent
 from candor.server.llamacpp import convert
 from candor.server.llamacpp.protocol import (
     ApplyTemplateRequest,
     DetokenizeRequest,
     InfillRequest,
+    RerankRequest,
     TokenizeRequest,
 )
 from candor.server.state import load_model, scheduler_of
@@ -67,6 +68,21 @@ async def infill(body: InfillRequest, request: Request) -> Response | dict[str, 
         return StreamingResponse(_sse(events, name), media_type="text/event-stream")
     whole = await collect(reply.handle, request)
     return convert.completion(reply.reader.whole(whole.text, whole.last, whole.logprobs), name)
+
+
+# llama-server's four paths, and one beside Ollama's routes, all in llama-server's shape.
+@router.post("/rerank", response_model=None)
+@router.post("/reranking", response_model=None)
+@router.post("/v1/rerank", response_model=None)
+@router.post("/v1/reranking", response_model=None)
+@router.post("/api/rerank", response_model=None)
+async def rerank(body: RerankRequest, request: Request) -> dict[str, Any] | list[dict[str, Any]]:
+    """Rank documents by a reranker model's relevance to the query, best first."""
+    documents = body.candidates
+    if not documents:
+        raise InvalidParameter('"documents" must be a non-empty string array')
+    ranking = await asyncio.to_thread(scheduler_of(request).rerank, body.model, body.query, documents)
+    return convert.rerank_response(body, ranking)
 
 
 async def _sse(events: AsyncIterator[ReplyEvent], model: str) -> AsyncIterator[bytes]:
