@@ -191,6 +191,17 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class ThinkingBudget:
+    """At most `tokens` of reasoning; then the engine writes `close` itself and the answer follows
+    (llama.cpp's reasoning budget; Anthropic's `budget_tokens`)."""
+
+    tokens: int
+    opened: bool = False  # the prompt opened the block: the reply starts inside it
+    open: str = "<think>"
+    close: str = "</think>"
+
+
+@dataclass(frozen=True)
 class Usage:
     """Token counts, as the engine counted them."""
 

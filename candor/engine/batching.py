@@ -18,8 +18,9 @@ from candor.engine.logprobs import token_logprob
 from candor.engine.native_model import NativeModel
 from candor.engine.sampler import SamplerChain
 from candor.engine.textout import TextOut
+from candor.engine.thinking_budget import ThinkingCap
 from candor.errors import CandorError, ContextOverflow, EngineError, InvalidParameter
-from candor.types import Chunk, FinishReason, SamplingParams
+from candor.types import Chunk, FinishReason, SamplingParams, ThinkingBudget
 
 # A prompt with at most this many tokens left, while other slots decode, reads one token a step in their
 # pass instead of costing a pass of its own over the weights.
@@ -55,6 +56,7 @@ class EngineRequest:
     prompt: tuple[int, ...]
     params: SamplingParams
     extra_stop: tuple[str, ...] = ()
+    thinking_budget: ThinkingBudget | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class _Slot:
     next_token: int | None = None  # sampled, not yet decoded
     sampler: SamplerChain | None = None
     out: TextOut | None = None
+    cap: ThinkingCap | None = None  # the request's reasoning budget, when it has one
     output_index: int = -1  # row of this slot's logits in the current batch
     planned: int = 0  # prompt tokens of this slot in the current batch
     last_used: float = 0.0
@@ -232,6 +235,8 @@ class BatchEngine:
             slot.next_token = None
             slot.sampler = sampler
             slot.out = TextOut(self.model, request.params, request.extra_stop)
+            budget = request.thinking_budget
+            slot.cap = ThinkingCap(self.model, budget) if budget is not None else None
             slot.out.cached_tokens = keep
         return refused
 
@@ -327,7 +332,14 @@ class BatchEngine:
     def _sample(self, slot: _Slot) -> list[EngineEvent]:
         request, sampler, out = slot.request, slot.sampler, slot.out
         assert request is not None and sampler is not None and out is not None
-        token = sampler.sample(self.context, slot.output_index)
+        cap = slot.cap
+        if cap is not None and cap.forced:  # the reasoning budget ran out: the close tag, not a sample
+            token = cap.forced.popleft()
+            sampler.accept(token)
+        else:
+            token = sampler.sample(self.context, slot.output_index)
+        if cap is not None:
+            cap.saw(token)
         logprob = None
         if request.params.logprobs is not None:
             logprob = token_logprob(
@@ -349,7 +361,7 @@ class BatchEngine:
     def _release(self, slot: _Slot) -> None:
         if slot.sampler is not None:
             slot.sampler.close()
-        slot.request = slot.sampler = slot.out = None
+        slot.request = slot.sampler = slot.out = slot.cap = None
         slot.next_token = None
         slot.output_index = -1
         slot.last_used = time.monotonic()

@@ -75,6 +75,13 @@ class SamplerChain:
         gate.accept(token)
         return token
 
+    def accept(self, token: int) -> None:
+        """Take a token the engine chose itself (the chain's penalties remember it as if sampled)."""
+        assert self._chain is not None
+        llama_cpp.llama_sampler_accept(self._chain, token)
+        if self._gate is not None:
+            self._gate.accept(token)
+
     def close(self) -> None:
         """Free the chain and its stages (idempotent)."""
         if self._gate is not None:

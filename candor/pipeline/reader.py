@@ -25,6 +25,7 @@ class ReplyReader:
 
     def __init__(self, plan: ReplyPlan, template: str | None, *, started: bool = False) -> None:
         self._plan = plan
+        self._started = started
         self._splitter = ThinkingSplitter(started=started) if plan.thinking else None
         self._format: ReplyFormat | None = reply_format(template) if plan.tools is not None else None
         self._held: list[str] = []
@@ -58,11 +59,13 @@ class ReplyReader:
     def whole(self, text: str, last: Chunk, logprobs: Sequence[TokenLogprob] = ()) -> ReplyEvent:
         """The one event of a reply read whole: `text` is all of it, `last` its final chunk."""
         if self._plan.tools is None:
-            thinking, content = split_thinking(text) if self._plan.thinking else (None, text)
+            thinking, content = (
+                split_thinking(text, started=self._started) if self._plan.thinking else (None, text)
+            )
             parsed = ParsedReply(content, thinking, ())
         else:
             assert self._format is not None
-            parsed = parse_reply(text, self._format, thinking=self._plan.thinking)
+            parsed = parse_reply(text, self._format, thinking=self._plan.thinking, started=self._started)
         return ReplyEvent(
             parsed.content,
             parsed.thinking or "",

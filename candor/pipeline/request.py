@@ -49,6 +49,7 @@ class ReplyRequest:
     tool_choice: Any = "auto"  # "none", "auto", "required" or {"function": {"name": ...}}
     response_format: ResponseFormat | None = None
     think: bool | str | None = None  # None: the template's default
+    thinking_budget: int | None = None  # most reasoning tokens before the engine closes the block
     params: SamplingParams | None = None  # a whole set in place of the model's defaults (library callers)
     sampling: Mapping[str, Any] = field(default_factory=dict)
     ctx: int | None = None  # context tokens the request needs (Ollama's num_ctx)

@@ -8,7 +8,7 @@ from typing import Any
 from candor import errors
 from candor.errors import CandorError, EngineError
 from candor.pipeline.request import Infill
-from candor.types import SamplingParams
+from candor.types import SamplingParams, ThinkingBudget
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Generate:
     parse_special: bool = False  # chat-template output carries control tokens as text
     extra_stop: tuple[str, ...] = ()
     infill: Infill | None = None  # `text` then follows the model's fill-in-the-middle marker
+    thinking_budget: ThinkingBudget | None = None
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,11 @@ class Runner:
         if isinstance(message, Generate):
             try:
                 request = EngineRequest(
-                    message.id, self.tokens_for(message), message.params, message.extra_stop
+                    message.id,
+                    self.tokens_for(message),
+                    message.params,
+                    message.extra_stop,
+                    message.thinking_budget,
                 )
                 event = self.engine.submit(request)
             except CandorError as exc:

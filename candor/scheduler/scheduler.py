@@ -23,7 +23,7 @@ from candor.scheduler.metrics import Metrics
 from candor.scheduler.pool import LoadedModel, ModelPool, SchedulerConfig, defaults_of
 from candor.scheduler.protocol import Detokenize, Embed, Embedded, Generate, Rerank, Reranked, Tokenize
 from candor.store import StoreEntry
-from candor.types import Embeddings, Message, Ranking, SamplingParams
+from candor.types import Embeddings, Message, Ranking, SamplingParams, ThinkingBudget
 
 __all__ = ["LoadedModel", "Scheduler", "SchedulerConfig"]
 
@@ -114,7 +114,12 @@ class Scheduler:
                 # DeepSeek-R1 distills' templates open <think> for the model: the reply starts inside it.
                 opens = plan.thinking and text.rstrip().endswith(OPEN_TAG)
                 reader = ReplyReader(plan, loaded.card.chat_template, started=opens)
-                message = _templated(text, loaded.chat_format.stop)
+                # A grammar decides every token itself: the close tag cannot be written in its place.
+                budget = None
+                free = schema is None and sampling.grammar is None
+                if plan.thinking and request.thinking_budget is not None and free:
+                    budget = ThinkingBudget(request.thinking_budget, opened=opens)
+                message = _templated(text, loaded.chat_format.stop, budget)
             if schema is not None:
                 sampling = replace(sampling, json_schema=schema, grammar=None)
             self._admit(loaded)
@@ -240,9 +245,13 @@ def _rendered(loaded: LoadedModel, entry: StoreEntry | None, request: ReplyReque
     return plan, text
 
 
-def _templated(text: str, stop: tuple[str, ...]) -> Callable[[int, SamplingParams], Generate]:
+def _templated(
+    text: str, stop: tuple[str, ...], budget: ThinkingBudget | None
+) -> Callable[[int, SamplingParams], Generate]:
     # chat-template output carries control tokens as text; the format's turn markers end the reply
-    return lambda i, sampling: Generate(i, sampling, text=text, parse_special=True, extra_stop=stop)
+    return lambda i, sampling: Generate(
+        i, sampling, text=text, parse_special=True, extra_stop=stop, thinking_budget=budget
+    )
 
 
 def _raw(

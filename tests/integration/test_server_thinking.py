@@ -312,6 +312,45 @@ def test_anthropic_thinking_blocks_come_before_the_text_whole_and_streamed(think
         assert streamed.content[1].text == ANSWER  # type: ignore[union-attr]
 
 
+def test_anthropic_budget_tokens_ends_the_reasoning_and_the_answer_follows(thinking_server: str) -> None:
+    client = anthropic.Anthropic(base_url=thinking_server, api_key="unused", max_retries=0)
+
+    def ask(budget: int) -> Any:
+        return client.messages.create(
+            model="started:tiny",  # the reply starts inside <think>, and this model never closes it itself
+            max_tokens=40,
+            messages=[{"role": "user", "content": "hi"}],
+            thinking={"type": "enabled", "budget_tokens": budget},
+            extra_body={"temperature": 0},
+        )
+
+    free, capped = ask(1000), ask(10)
+    assert [b.type for b in free.content] == ["thinking"] and free.usage.output_tokens == 40
+    assert [b.type for b in capped.content] == ["thinking", "text"] and capped.usage.output_tokens == 40
+    thought = capped.content[0].thinking.strip()  # type: ignore[union-attr]
+    # the same greedy reasoning, cut after its 10th token; the engine wrote </think>, the model went on
+    assert thought and free.content[0].thinking.strip().startswith(thought)  # type: ignore[union-attr]
+    # (one character per token: the tiny vocabulary's tokens are single bytes)
+    assert len(thought) <= 10 < len(free.content[0].thinking.strip())  # type: ignore[union-attr]
+    assert capped.content[1].text  # type: ignore[union-attr]
+    with client.messages.stream(
+        model="started:tiny",
+        max_tokens=40,
+        messages=[{"role": "user", "content": "hi"}],
+        thinking={"type": "enabled", "budget_tokens": 10},
+        extra_body={"temperature": 0},
+    ) as stream:
+        streamed = stream.get_final_message()
+    assert [b.model_dump() for b in streamed.content] == [b.model_dump() for b in capped.content]
+    bad = httpx.post(
+        thinking_server + "/v1/messages",
+        json={"model": "started:tiny", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+              "thinking": {"type": "enabled", "budget_tokens": -1}},
+        timeout=60,
+    )  # fmt: skip
+    assert bad.status_code == 400 and "budget_tokens" in bad.json()["error"]["message"]
+
+
 def test_responses_reasoning_items_come_before_the_message_whole_and_streamed(thinking_server: str) -> None:
     client = openai.OpenAI(base_url=thinking_server + "/v1", api_key="unused", max_retries=0)
     for model, opened in (("opens:tiny", False), ("started:tiny", True)):

@@ -300,7 +300,7 @@ def test_streaming_splitter_at_every_single_cut(text: str) -> None:
 
 
 def test_streaming_splitter_output() -> None:
-    assert stream(SAMPLES[0], []) == ("plan < a </ b </think\n", "answer <think> here")
+    assert stream(SAMPLES[0], []) == ("plan < a </ b </think", "answer <think> here")  # as split whole
     assert stream("deep</think>\nafter", [3, 7], started=True) == ("deep", "after")
     assert stream("<think>x</think>y", [], started=False) == ("x", "y")
 

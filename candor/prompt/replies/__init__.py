@@ -21,8 +21,9 @@ __all__ = [
 ]
 
 
-def parse_reply(text: str, fmt: ReplyFormat, *, thinking: bool) -> ParsedReply:
-    """Split a reply into content, thinking (when `thinking`), and the tool calls in the content."""
-    reasoning, content = split_thinking(text) if thinking else (None, text)
+def parse_reply(text: str, fmt: ReplyFormat, *, thinking: bool, started: bool = False) -> ParsedReply:
+    """Split a reply into content, thinking (when `thinking`), and the tool calls in the content.
+    `started`: the prompt opened the think block."""
+    reasoning, content = split_thinking(text, started=started) if thinking else (None, text)
     content, calls = fmt.parse_tool_calls(content)
     return ParsedReply(content=content, thinking=reasoning, tool_calls=calls)

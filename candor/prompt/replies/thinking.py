@@ -45,10 +45,14 @@ class ThinkingSplitter:
             at = self._pending.find(tag)
             if at < 0:
                 keep = _partial_tag(self._pending, tag)
+                if self._state == _INSIDE:  # reasoning's trailing whitespace goes only if more follows
+                    sure = self._pending[: len(self._pending) - keep]
+                    keep += len(sure) - len(sure.rstrip())
                 self._emit(self._pending[: len(self._pending) - keep], thinking, content)
                 self._pending = self._pending[len(self._pending) - keep :]
                 return "".join(thinking), "".join(content)
-            self._emit(self._pending[:at], thinking, content)
+            before = self._pending[:at]
+            self._emit(before.rstrip() if self._state == _INSIDE else before, thinking, content)
             self._pending = self._pending[at + len(tag) :]
             self._state = _INSIDE if self._state == _BEFORE else _AFTER
             self._fresh = True
@@ -61,7 +65,7 @@ class ThinkingSplitter:
         """Release what was held back at the end of the reply, as (thinking, content)."""
         thinking: list[str] = []
         content: list[str] = []
-        self._emit(self._pending, thinking, content)
+        self._emit(self._pending.rstrip() if self._state == _INSIDE else self._pending, thinking, content)
         self._pending = ""
         return "".join(thinking), "".join(content)
 
@@ -73,14 +77,16 @@ class ThinkingSplitter:
             (thinking if self._state == _INSIDE else content).append(text)
 
 
-def split_thinking(text: str) -> tuple[str | None, str]:
+def split_thinking(text: str, *, started: bool = False) -> tuple[str | None, str]:
     """Split a finished reply into (thinking or None, content).
 
-    A `</think>` with no `<think>` before it means the prompt opened the block (DeepSeek-R1 distills).
+    `started`: the prompt opened the block, so all of a reply cut off before `</think>` is reasoning.
+    Otherwise a `</think>` with no `<think>` before it also means the prompt opened the block
+    (DeepSeek-R1 distills).
     """
     close = text.find(CLOSE_TAG)
     opened = text.find(OPEN_TAG)
-    splitter = ThinkingSplitter(started=close >= 0 and (opened < 0 or close < opened))
+    splitter = ThinkingSplitter(started=started or (close >= 0 and (opened < 0 or close < opened)))
     pushed = splitter.push(text)
     flushed = splitter.flush()
     thinking = (pushed[0] + flushed[0]).strip()

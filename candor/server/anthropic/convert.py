@@ -156,7 +156,22 @@ def messages_request(body: MessagesRequest) -> ReplyRequest:
         "grammar": body.grammar if _output_format(body.output_config) is None else None,
     }
     sampling = {k: v for k, v in values.items() if v is not None}
-    return replace(count_request(body), response_format=_output_format(body.output_config), sampling=sampling)
+    return replace(
+        count_request(body),
+        response_format=_output_format(body.output_config),
+        sampling=sampling,
+        thinking_budget=_budget(body.thinking),
+    )
+
+
+def _budget(thinking: dict[str, Any] | None) -> int | None:
+    """`budget_tokens` of enabled thinking: the most reasoning tokens before the answer must start."""
+    budget = (thinking or {}).get("budget_tokens")
+    if budget is None or (thinking or {}).get("type") == "disabled":
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise InvalidParameter(f"thinking.budget_tokens must be a whole number of tokens; got {budget!r}")
+    return budget
 
 
 def _output_format(config: dict[str, Any] | None) -> ResponseFormat | None:
@@ -215,7 +230,7 @@ def message(ident: str, model: str, event: ReplyEvent, stops: Sequence[str]) -> 
     content: list[dict[str, Any]] = []
     if event.thinking:
         content.append({"type": "thinking", "thinking": event.thinking, "signature": ""})
-    if event.text or not event.tool_calls:
+    if event.text or not (event.tool_calls or event.thinking):  # a reply cut off while it thinks has none
         content.append({"type": "text", "text": event.text})
     content += [tool_use(c) for c in event.tool_calls]
     reason, sequence = stop_reason(event, stops)
