@@ -342,6 +342,20 @@ def test_anthropic_budget_tokens_ends_the_reasoning_and_the_answer_follows(think
     ) as stream:
         streamed = stream.get_final_message()
     assert [b.model_dump() for b in streamed.content] == [b.model_dump() for b in capped.content]
+    # llama-server's field on chat completions does the same
+    chat = openai.OpenAI(base_url=thinking_server + "/v1", api_key="unused", max_retries=0)
+    answer = (
+        chat.chat.completions.create(
+            model="started:tiny",
+            max_tokens=40,
+            messages=[{"role": "user", "content": "hi"}],
+            temperature=0,
+            extra_body={"reasoning_budget_tokens": 10},
+        )
+        .choices[0]
+        .message
+    )
+    assert answer.reasoning_content.strip() == thought and answer.content  # type: ignore[attr-defined]
     bad = httpx.post(
         thinking_server + "/v1/messages",
         json={"model": "started:tiny", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],

@@ -119,6 +119,11 @@ def chat_request(body: ChatCompletionRequest) -> ReplyRequest:
         tool_choice=body.tool_choice or "auto",
         response_format=response_format(body.response_format),
         sampling=fields,
+        thinking_budget=(
+            body.reasoning_budget_tokens
+            if body.reasoning_budget_tokens is not None
+            else body.thinking_budget_tokens
+        ),
     )
 
 

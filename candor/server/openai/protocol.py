@@ -49,6 +49,9 @@ class _Sampling(UnicodeRequest):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatCompletionMessage] = Field(min_length=1)
+    # llama-server's reasoning budget: the most reasoning tokens before the answer must start
+    reasoning_budget_tokens: int | None = Field(default=None, ge=0)
+    thinking_budget_tokens: int | None = Field(default=None, ge=0)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
