@@ -88,10 +88,12 @@ def llama_bench(
     *,
     prompt: int,
     gen: int,
+    depth: int = 0,
     in_ram: bool = False,
     extra_buffers: bool = True,
 ) -> float:
-    """One llama-bench measurement (it warms up first); tokens/s. Without `extra_buffers` it holds no
+    """One llama-bench measurement (it warms up first); tokens/s. With `depth` the test runs after that
+    many random tokens are in the KV cache (`-d`, not timed). Without `extra_buffers` it holds no
     weight in an extra CPU buffer type (`--repack 0`), as candor loads where the CPU self-test failed."""
     cmd = [
         str(tools / "llama-bench"),
@@ -103,6 +105,7 @@ def llama_bench(
         str(prompt),
         "-n",
         str(gen),
+        *(["-d", str(depth)] if depth else []),
         "-r",
         "1",
         "-o",
