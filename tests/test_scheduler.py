@@ -139,6 +139,31 @@ def test_the_slot_with_the_longest_shared_prefix_is_chosen_and_reused(native: Na
     eng.close()
 
 
+def test_a_new_conversation_leaves_another_ones_cache_alone(native: NativeModel) -> None:
+    # Two agents taking turns: B shares only BOS and a word with A's slot, so it takes the empty slot
+    # instead of overwriting A's cache for them; A's next turn then finds its whole cache again.
+    eng = engine(native, slots=2)
+    a = tuple(native.tokenize("hello the world " * 8, add_special=True, parse_special=False))
+    b = tuple(native.tokenize("hello and a a a " * 8, add_special=True, parse_special=False))
+    eng.submit(EngineRequest(1, a, GREEDY))
+    drain(eng)
+    eng.submit(EngineRequest(2, b, GREEDY))
+    drain(eng)
+    assert [len(s.held) for s in eng.slots] == [len(a) + 7, len(b) + 7]  # one each (the last token unread)
+    a_next = (*a, *native.tokenize(" world", add_special=False, parse_special=False))
+    eng.submit(EngineRequest(3, a_next, GREEDY))
+    last = finals(drain(eng))[3].chunk
+    assert last is not None and last.usage is not None and last.usage.cached_tokens >= len(a)
+    # With no slot empty, a prompt sharing only its BOS takes the least recently used slot (B's): A's cache,
+    # used last, stays.
+    eng.submit(
+        EngineRequest(4, tuple(native.tokenize("and " * 20, add_special=True, parse_special=False)), GREEDY)
+    )
+    drain(eng)
+    assert eng.slots[0].held[: len(a_next)] == list(a_next)
+    eng.close()
+
+
 def test_cancel_frees_the_slot_at_once(native: NativeModel) -> None:
     eng = engine(native, slots=1)
     prompt = tuple(native.tokenize("hello", add_special=True, parse_special=False))

@@ -48,6 +48,23 @@ def overflow_message(prompt: int, limit: int, model: NativeModel) -> str:
     )
 
 
+def choose_slot(idle: list[_Slot], prompt: tuple[int, ...]) -> _Slot:
+    """The idle slot a prompt takes: the one already holding most of it (its conversation's last turn);
+    else an empty slot, rather than overwrite another conversation's cache for the few tokens they share
+    (a BOS and a turn header); else, as llama-server does, the slot sharing a tenth of it, or the least
+    recently used."""
+    shared = {id(s): common_prefix(s.held, prompt) for s in idle}
+    best = max(idle, key=lambda s: (shared[id(s)], -s.last_used))
+    if 2 * shared[id(best)] >= len(prompt):
+        return best
+    empty = [s for s in idle if not s.held]
+    if empty:
+        return empty[0]
+    if 10 * shared[id(best)] >= len(prompt):
+        return best
+    return min(idle, key=lambda s: s.last_used)
+
+
 @dataclass(frozen=True)
 class EngineRequest:
     """A generation for the batch engine: prompt tokens and how to sample them."""
@@ -223,8 +240,7 @@ class BatchEngine:
             except CandorError as exc:  # e.g. a grammar that does not parse: this request only
                 refused.append(EngineEvent(request.id, error=exc))
                 continue
-            # The idle slot whose KV shares the longest prefix with this prompt; else the least recently used.
-            slot = max(idle, key=lambda s: (common_prefix(s.held, request.prompt), -s.last_used))
+            slot = choose_slot(idle, request.prompt)
             # With other prompts read in this step, a short shared prefix is read again (an even run).
             together = reading + min(len(self.waiting), len(idle) - 1) > 0
             minimum = MIN_REUSE_BESIDE_OTHERS if together else 1

@@ -149,11 +149,28 @@ def with_tool_instructions(messages: Sequence[Message], tools: Sequence[Mapping[
         "You can call these tools. To call one, answer with only a JSON object like "
         '{"name": "TOOL_NAME", "arguments": {...}} and nothing else.\n' + listed
     )
-    turns = list(messages)
+    turns = [_spelled_out(m) for m in messages]
     if turns and turns[0].role == "system":
         turns[0] = Message("system", f"{turns[0].content}\n\n{note}")
         return turns
     return [Message("system", note), *turns]
+
+
+def _spelled_out(message: Message) -> Message:
+    """A past tool call or tool result as text the format can show (it has no place for either): calls as
+    the JSON the model was asked to answer with, so a turn re-renders as the tokens it generated; results
+    as llama.cpp's polyfill for such templates writes them."""
+    if message.role == "assistant" and message.tool_calls:
+        calls = [
+            json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False)
+            for c in message.tool_calls
+        ]
+        text = "\n".join([message.content, *calls] if message.content else calls)
+        return Message("assistant", text, name=message.name, images=message.images)
+    if message.role == "tool":
+        response = {"tool_response": {"tool": message.name, "content": message.content}}
+        return Message("tool", json.dumps(response, ensure_ascii=False), name=message.name)
+    return message
 
 
 def with_default_system(messages: Sequence[Message | Any], system: str | None) -> list[Message]:

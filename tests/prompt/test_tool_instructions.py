@@ -9,7 +9,7 @@ from candor.prompt import (
     renders_tools,
     with_tool_instructions,
 )
-from candor.types import Message
+from candor.types import Message, ToolCallRequest
 
 TOOL = {
     "type": "function",
@@ -35,6 +35,24 @@ def test_a_fallback_format_gets_the_tools_in_its_system_turn_the_same_every_time
     )
     kept = with_tool_instructions([Message("system", "Be brief."), Message("user", "hi")], [TOOL])
     assert len(kept) == 2 and kept[0].content.startswith("Be brief.\n\n") and "get_weather" in kept[0].content
+
+
+def test_past_calls_and_results_are_spelled_out_as_the_model_answered_them() -> None:
+    # The format has no place for calls or results: without this the model would see an empty turn.
+    call = ToolCallRequest("get_weather", {"city": "Oslo"}, "call_1")
+    turns = with_tool_instructions(
+        [
+            Message("user", "weather in Oslo?"),
+            Message("assistant", "", tool_calls=(call,)),
+            Message("tool", "sunny", name="get_weather"),
+        ],
+        [TOOL],
+    )
+    # the JSON object the system turn asks for, as a forced call generates it
+    assert turns[2] == Message("assistant", '{"name": "get_weather", "arguments": {"city": "Oslo"}}')
+    assert turns[3].content == '{"tool_response": {"tool": "get_weather", "content": "sunny"}}'
+    prompt = render_chat(fallback_format("gemma"), turns)
+    assert '"arguments": {"city": "Oslo"}' in prompt and "sunny" in prompt
 
 
 def test_a_template_that_describes_tools_itself_is_left_alone() -> None:
