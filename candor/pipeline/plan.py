@@ -21,6 +21,9 @@ class ReplyPlan:
     forced_schema: Mapping[str, Any] | None = None  # a tool call the reply must be (tool_choice)
     thinking: bool = False  # split <think>...</think> out of the reply
     variables: dict[str, Any] = field(default_factory=dict)  # for the template (enable_thinking)
+    # tool calls are read out of the reply; not with tool_choice none, whose tools are still rendered so
+    # that an agent's prompt stays the same (and its KV reusable) whatever the turn's choice
+    calls: bool = True
 
 
 def plan_reply(
@@ -36,9 +39,11 @@ def plan_reply(
         raise InvalidParameter(f"{model} cannot think (its chat template has no thinking); omit `think`")
     variables = {"enable_thinking": bool(think)} if thinks and think is not None else {}
     thinking = thinks and think is not False
-    if not tools or tool_choice == "none":
+    if not tools:
         return ReplyPlan(None, None, thinking, variables)
     rendered = [_tool(t) for t in tools]
+    if tool_choice == "none":
+        return ReplyPlan(rendered, None, thinking, variables, calls=False)
     forced = None
     if tool_choice == "required":
         forced = enforceable(forced_call_schema(rendered, None))

@@ -27,7 +27,8 @@ class ReplyReader:
         self._plan = plan
         self._started = started
         self._splitter = ThinkingSplitter(started=started) if plan.thinking else None
-        self._format: ReplyFormat | None = reply_format(template) if plan.tools is not None else None
+        reads_calls = plan.tools is not None and plan.calls
+        self._format: ReplyFormat | None = reply_format(template) if reads_calls else None
         self._held: list[str] = []
 
     @classmethod
@@ -58,13 +59,12 @@ class ReplyReader:
 
     def whole(self, text: str, last: Chunk, logprobs: Sequence[TokenLogprob] = ()) -> ReplyEvent:
         """The one event of a reply read whole: `text` is all of it, `last` its final chunk."""
-        if self._plan.tools is None:
+        if self._format is None:
             thinking, content = (
                 split_thinking(text, started=self._started) if self._plan.thinking else (None, text)
             )
             parsed = ParsedReply(content, thinking, ())
         else:
-            assert self._format is not None
             parsed = parse_reply(text, self._format, thinking=self._plan.thinking, started=self._started)
         return ReplyEvent(
             parsed.content,
