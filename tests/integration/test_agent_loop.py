@@ -113,7 +113,7 @@ WORDS = [
 ]
 
 
-def system_prompt(seed: int, words: int = 16_000) -> str:
+def system_prompt(seed: int, words: int = 13_000) -> str:
     """A long agent system prompt: numbered rules of plain words, distinct per seed."""
     rng = random.Random(seed)
     lines, n = [], 0
