@@ -205,15 +205,18 @@ class NativeContext:
         if found is None or found[1] < least:
             return 0
         checkpoint, resume = found
-        flags = llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
-        read = llama_cpp.llama_state_seq_set_data_ext(
-            self.handle, checkpoint.data, checkpoint.size, seq_id, flags
-        )
         # The full-attention layers still hold the prefix; the window now holds end - n_swa .. end - 1.
-        if int(read) != checkpoint.size or not self.forget(seq_id, resume):
+        if not self.restore_window(seq_id, checkpoint.data, checkpoint.size):
+            return 0
+        if not self.forget(seq_id, resume):
             return 0
         earliest = self.earliest_position(seq_id)
         return resume if 0 <= earliest <= self._window_start(resume) else 0
+
+    def restore_window(self, seq_id: int, data: ctypes.Array[ctypes.c_uint8], size: int) -> bool:
+        """Put a saved window back into a sequence's sliding-window cells (the other layers keep theirs)."""
+        flags = llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        return int(llama_cpp.llama_state_seq_set_data_ext(self.handle, data, size, seq_id, flags)) == size
 
     def earliest_position(self, seq_id: int) -> int:
         """The smallest position still held for a sequence (-1 when empty)."""
