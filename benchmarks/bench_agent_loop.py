@@ -25,14 +25,14 @@ one KV stream per slot as candor's runner has) and the same threads. Each server
 each run and warmed with one short request. llama-server runs in one or more configurations
 (`--llama-configs`), each with its own prefix reuse on:
 
-- `swa-full`: `--swa-full --cache-reuse 256`. The sliding-window layers keep a full-size cache (as
-  candor's contexts do, llama.cpp's library default), so any cached prefix can be reused;
-  `--cache-reuse 256` also reuses shifted chunks of at least 256 tokens.
+- `swa-full`: `--swa-full --cache-reuse 256`. The sliding-window layers keep a full-size cache
+  (llama.cpp's library default; candor's contexts had it before context checkpoints), so any cached
+  prefix can be reused; `--cache-reuse 256` also reuses shifted chunks of at least 256 tokens.
 - `checkpoints`: `--ctx-checkpoints 32 --cache-reuse 256`, llama-server's default SWA cache (only the
   last 512 + n_ubatch positions of the sliding-window layers) with context checkpoints (32 per slot,
   llama-server's default count, taken at user-message starts), which it restores to reuse a prefix
-  that the rolling window has moved past. (`--cache-reuse` needs a shiftable cache; llama-server may
-  log that it ignores it here.)
+  that the rolling window has moved past, as candor's contexts now do with one checkpoint per request.
+  (`--cache-reuse` needs a shiftable cache; llama-server may log that it ignores it here.)
 
 Both also keep llama-server's defaults for `--cache-ram` (8,192 MiB host prompt cache) and `--jinja`
 (passed explicitly).

@@ -90,6 +90,7 @@ def plan_vs_logged(path: Path, log: Lines, n_layer: int) -> list[dict[str, Any]]
             n_batch=BATCH,
             n_outputs_max=PARALLEL,
             kv_unified=False,
+            swa_full=config.swa_full,
             gpu_layers=layers,
             gpu=True,
         )

@@ -17,7 +17,13 @@ from candor.errors import CandorError, InvalidParameter
 from candor.gguf_file import read_gguf
 from candor.identity import ModelCard, not_a_reranker
 from candor.parameters import sampling_defaults
-from candor.plan import available_memory, hold_weights, memory_plan
+from candor.plan import (
+    GENERATION_CHECKPOINTS,
+    GENERATION_SWA_FULL,
+    available_memory,
+    hold_weights,
+    memory_plan,
+)
 from candor.plan.context_size import ContextChoice, context_for, default_budget
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
@@ -102,6 +108,8 @@ class Model:
                     ctx=n,
                     n_batch=min(batch, n),
                     n_outputs_max=1,
+                    swa_full=GENERATION_SWA_FULL,
+                    checkpoints=GENERATION_CHECKPOINTS,
                     extra_buffers=self.cpu_buffers.extra,
                     header=header,
                 ).total

@@ -186,6 +186,21 @@ def test_a_small_sliding_cache_holds_the_window_per_slot_plus_a_batch(tmp_path: 
         assert swa.bytes == 10 * 64 * 2 * 2 * cells
 
 
+def test_checkpoints_are_planned_for_a_small_sliding_cache_only(tmp_path: Path) -> None:
+    card = gemma3(tmp_path, **{"attention.sliding_window": 512})
+
+    def checkpoints(**options: Any) -> int:
+        return plan(card, ctx=8192, parallel=4, kv_unified=False, **options).bytes_of("checkpoints")
+
+    # 512 cells of 10 layers' K and V rows (64 f16 values each), each cell with its position and
+    # sequence, and the header llama_kv_cache::state_write writes (4 streams, 20 tensors)
+    one = 512 * (10 * 2 * 64 * 2 + 12) + 4 + 4 + 4 * 4 + 4 + 4 + 20 * 12
+    assert checkpoints(swa_full=False, checkpoints=3) == 4 * 3 * one
+    assert checkpoints(swa_full=True, checkpoints=3) == 0  # the full cache needs none
+    assert checkpoints(swa_full=False) == 0  # none asked
+    assert checkpoints(swa_full=False, checkpoints=3, embeddings=True) == 0
+
+
 def test_sliding_windows_follow_each_architecture(tmp_path: Path) -> None:
     assert not any(read_shapes(read_gguf(gemma3(tmp_path).path)).is_swa)  # gemma3 needs a window
     gemma2 = write_model(tmp_path / "g2.gguf", arch="gemma2", n_layer=4)  # default window 4096, 1 in 2

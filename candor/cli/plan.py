@@ -11,7 +11,7 @@ from candor.config import Settings
 from candor.diagnostics import build_info, cpu_buffers
 from candor.errors import InvalidParameter
 from candor.gguf_file import read_gguf
-from candor.plan import KV_TYPES, MIB, MemoryPlan, memory_plan
+from candor.plan import GENERATION_CHECKPOINTS, GENERATION_SWA_FULL, KV_TYPES, MIB, MemoryPlan, memory_plan
 from candor.plan.context_size import ContextChoice, context_for, default_budget
 from candor.preflight import checked_card
 from candor.store.library import Library
@@ -77,7 +77,9 @@ def handle(args: argparse.Namespace) -> int:
             ctx=per_slot * parallel,
             parallel=parallel,
             n_outputs_max=parallel,  # candor asks for one logits row per sequence
-            kv_unified=parallel == 1,
+            kv_unified=False,  # the runner's: one KV stream per slot (one stream in all for one slot)
+            swa_full=GENERATION_SWA_FULL,
+            checkpoints=GENERATION_CHECKPOINTS,
             kv_type=args.kv_type,
             n_batch=args.batch or settings.batch,
             gpu_layers=_gpu_layers(args.gpu_layers, settings.gpu_layers, info.gpu_offload),

@@ -344,6 +344,8 @@ class BatchEngine:
             elif slot.planned:
                 slot.held.extend(request.prompt[slot.fed : slot.fed + slot.planned])
                 slot.fed += slot.planned
+                if slot.fed == len(request.prompt):  # read: its window is what the next turn reuses
+                    self.context.checkpoint(slot.seq)
 
     def _sample(self, slot: _Slot) -> list[EngineEvent]:
         request, sampler, out = slot.request, slot.sampler, slot.out

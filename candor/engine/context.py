@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import llama_cpp
 
+from candor.engine.checkpoints import CHECKPOINTS_PER_SEQUENCE, SWA_FULL, Checkpoint, CheckpointStore
 from candor.engine.native import ensure_backend
 from candor.engine.native_model import NativeModel
 from candor.errors import EngineError, ModelClosed, ModelLoadError
@@ -35,6 +36,11 @@ class ContextConfig:
     # Logits rows one decode may return; 0 is llama.cpp's default (n_batch). Generation needs one per
     # sequence, and sizing for that shrinks the compute buffer (514 -> 26 MiB for Gemma's 262k vocabulary).
     n_outputs_max: int = 0
+    # Sliding-window layers keep the whole context (llama.cpp's C default), or only the window, with
+    # checkpoints of it to reuse prefixes past the window (candor's choice: see engine/checkpoints.py).
+    swa_full: bool = SWA_FULL
+    # Checkpoints kept per sequence, at most (0: none); used only with a small sliding-window cache.
+    checkpoints: int = CHECKPOINTS_PER_SEQUENCE
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -91,6 +97,9 @@ class NativeContext:
         params.embeddings = config.embeddings
         params.kv_unified = config.kv_unified
         params.n_outputs_max = config.n_outputs_max
+        # Recurrent and hybrid models keep llama.cpp's default: their partial states are not checkpointed.
+        stateful = model.is_recurrent or model.is_hybrid
+        params.swa_full = config.swa_full or stateful
         params.type_k = params.type_v = KV_TYPES[config.kv_type]
         params.pooling_type = pooling_type
         params.no_perf = True
@@ -108,6 +117,10 @@ class NativeContext:
         self.n_ctx: int = llama_cpp.llama_n_ctx(handle)
         self.memory = llama_cpp.llama_get_memory(handle)
         self.batch = Batch(config.n_batch, config.n_seq_max)
+        small_window = model.n_swa > 0 and not params.swa_full and not config.embeddings
+        self.checkpoints: CheckpointStore | None = (
+            CheckpointStore(config.checkpoints) if small_window and config.checkpoints > 0 else None
+        )
 
     @property
     def handle(self) -> int:
@@ -134,26 +147,76 @@ class NativeContext:
 
     def forget(self, seq_id: int, start: int = 0) -> bool:
         """Drop a sequence's KV from position `start` on; False if the cache cannot cut there."""
+        if self.checkpoints is not None:
+            self.checkpoints.drop_from(seq_id, start)
         return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1))
 
     def reuse_prefix(self, seq_id: int, held: list[int], prompt: Sequence[int], *, minimum: int = 1) -> int:
         """Keep the KV of the longest prefix `held` shares with `prompt`, drop the rest; return its length.
 
         `held` (the tokens this sequence's KV holds, by position) is trimmed to match. The prompt's last
-        token is always decoded again, since its logits are needed. A prefix shorter than `minimum` is
+        token is always decoded again, since its logits are needed. When a small sliding-window cache no
+        longer holds the window before that prefix, the newest checkpoint that can serve it is restored
+        and the prefix is cut back to it (see Checkpoint.resumes_at). A prefix shorter than `minimum` is
         dropped too.
         """
         keep = min(common_prefix(held, prompt), len(prompt) - 1)
-        if keep >= max(1, minimum) and self.forget(seq_id, keep):
-            # A sliding-window cache may already have dropped the positions the next token attends to.
-            n_swa = self.model.n_swa
-            window_start = max(0, keep - n_swa) if n_swa > 0 else 0
-            if self.earliest_position(seq_id) <= window_start:
+        least = max(1, minimum)
+        if keep >= least:
+            # The next token, at position `keep`, attends to the sliding-window positions from here on.
+            earliest = self.earliest_position(seq_id)
+            if 0 <= earliest <= self._window_start(keep) and self.forget(seq_id, keep):
                 del held[keep:]
                 return keep
+            restored = self._restore_checkpoint(seq_id, keep, least)
+            if restored:
+                del held[restored:]
+                return restored
         self.forget(seq_id, 0)
         held.clear()
         return 0
+
+    def _window_start(self, position: int) -> int:
+        """The first position a token at `position` attends to in the sliding-window layers."""
+        n_swa = self.model.n_swa
+        return max(0, position - n_swa + 1) if n_swa > 0 else 0
+
+    def checkpoint(self, seq_id: int) -> None:
+        """Save a sequence's sliding-window cells, when this context keeps checkpoints (after a prompt)."""
+        store = self.checkpoints
+        if store is None:
+            return
+        end = int(llama_cpp.llama_memory_seq_pos_max(self.memory, seq_id)) + 1
+        if end <= 0:
+            return
+        flags = llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        size = int(llama_cpp.llama_state_seq_get_size_ext(self.handle, seq_id, flags))
+        if size <= 0:
+            return
+        data = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_seq_get_data_ext(self.handle, data, size, seq_id, flags))
+        if written == size:
+            store.add(seq_id, Checkpoint(end, data, size))
+
+    def _restore_checkpoint(self, seq_id: int, keep: int, least: int) -> int:
+        """Put back the newest checkpoint that serves a `keep`-token prefix; where reading resumes, or 0."""
+        store = self.checkpoints
+        found = store.best(seq_id, keep) if store is not None else None
+        if found is None or found[1] < least:
+            return 0
+        checkpoint, resume = found
+        # The full-attention layers still hold the prefix; the window now holds end - n_swa .. end - 1.
+        if not self.restore_window(seq_id, checkpoint.data, checkpoint.size):
+            return 0
+        if not self.forget(seq_id, resume):
+            return 0
+        earliest = self.earliest_position(seq_id)
+        return resume if 0 <= earliest <= self._window_start(resume) else 0
+
+    def restore_window(self, seq_id: int, data: ctypes.Array[ctypes.c_uint8], size: int) -> bool:
+        """Put a saved window back into a sequence's sliding-window cells (the other layers keep theirs)."""
+        flags = llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        return int(llama_cpp.llama_state_seq_set_data_ext(self.handle, data, size, seq_id, flags)) == size
 
     def earliest_position(self, seq_id: int) -> int:
         """The smallest position still held for a sequence (-1 when empty)."""
@@ -161,6 +224,8 @@ class NativeContext:
 
     def clear(self) -> None:
         """Empty the whole KV cache."""
+        if self.checkpoints is not None:
+            self.checkpoints.clear()
         llama_cpp.llama_memory_clear(self.memory, True)
 
     def logits(self, output_index: int) -> ctypes.Array[ctypes.c_float]:

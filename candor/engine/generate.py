@@ -46,6 +46,7 @@ class SequenceRunner:
                     f"the KV cache has no room for a {len(prompt)}-token prompt; use a larger context"
                 )
             self.held.extend(prompt[begin:end])
+        self.context.checkpoint(SEQ)  # the prompt is read: its window is what the next call may reuse
 
     def generate(
         self, prompt: Sequence[int], params: SamplingParams, *, extra_stop: Sequence[str] = ()

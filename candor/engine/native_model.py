@@ -64,6 +64,8 @@ class NativeModel:
         self.eos: int = llama_cpp.llama_vocab_eos(self.vocab)
         self.adds_bos: bool = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.has_encoder: bool = bool(llama_cpp.llama_model_has_encoder(handle))
+        self.is_recurrent: bool = bool(llama_cpp.llama_model_is_recurrent(handle))
+        self.is_hybrid: bool = bool(llama_cpp.llama_model_is_hybrid(handle))
         self.architecture = self._meta("general.architecture")
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)

@@ -23,7 +23,13 @@ from candor.plan.kv import (
     kv_caches,
     row_bytes,
 )
-from candor.plan.memory import DECIDED_BY, choose_gpu_layers, memory_plan
+from candor.plan.memory import (
+    DECIDED_BY,
+    GENERATION_CHECKPOINTS,
+    GENERATION_SWA_FULL,
+    choose_gpu_layers,
+    memory_plan,
+)
 from candor.plan.parts import MIB, MemoryPlan, Part
 from candor.plan.shapes import (
     MAX_LAYERS,
@@ -39,6 +45,8 @@ from candor.plan.weights import INPUT_TENSORS, layer_of, repack_types, weight_pa
 __all__ = [
     "CTX_PAD",
     "DECIDED_BY",
+    "GENERATION_CHECKPOINTS",
+    "GENERATION_SWA_FULL",
     "INPUT_TENSORS",
     "KV_TYPES",
     "MAX_LAYERS",

@@ -11,6 +11,7 @@ from candor.plan.shapes import Shapes
 
 # KV cache element types (ggml type ids, as candor.engine.context.KV_TYPES passes them to llama.cpp)
 KV_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8, "q4_0": 2}
+SWA_CACHE = "KV cache (sliding-window layers)"
 CTX_PAD = 256  # llama-context.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256); the SWA cache is padded alike
 
 
@@ -78,7 +79,9 @@ def kv_caches(
     cells = sizes.n_ctx_seq
     iswa = any(sh.is_swa)
     swa_cells = cells
-    if iswa and not swa_full:  # llama_kv_cache_iswa: min(size, n_swa * n_seq + n_ubatch), padded to 256
+    # llama_kv_cache_iswa: min(size, n_swa * n_seq + n_ubatch), padded to 256; candor's engine keeps
+    # llama.cpp's default (a full-size window) for recurrent and hybrid models
+    if iswa and not swa_full and not sh.recurrent:
         seqs = parallel if sizes.n_stream == 1 else 1
         swa_cells = min(cells, -(-(sh.n_swa * seqs + sizes.n_ubatch) // CTX_PAD) * CTX_PAD)
     groups: dict[bool, list[int]] = {False: [], True: []}
@@ -104,12 +107,19 @@ def kv_caches(
         if not layers:
             continue
         n = swa_cells if swa else cells
-        name = (
-            "KV cache (sliding-window layers)"
-            if swa
-            else ("KV cache (global layers)" if iswa else "KV cache")
-        )
+        name = SWA_CACHE if swa else ("KV cache (global layers)" if iswa else "KV cache")
         out.append(
             KVCache(name, n, tuple(layers), tuple(per_layer[il] * n * sizes.n_stream for il in layers))
         )
     return out
+
+
+def checkpoint_bytes(sh: Shapes, swa: KVCache, n_stream: int) -> int:
+    """One sequence's sliding-window cells as a context checkpoint saves them (llama_state_seq_get_data_ext
+    with LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY, llama_kv_cache::state_write): the n_swa cells its next token
+    can attend to, each with its position and sequence, then each layer's K rows and V rows."""
+    cells = min(sh.n_swa, swa.cells)
+    per_cell = swa.bytes // (swa.cells * n_stream)  # K and V rows of every sliding-window layer
+    header = 4 + 4 + 4 * n_stream + 4 + 4  # magic, sequence, cell count per stream, v_trans, layers
+    tensors = 2 * len(swa.layers) * (4 + 8)  # each K and V: its type and row size
+    return header + tensors + cells * (per_cell + 4 + 4 + 4)  # position, sequence count, sequence

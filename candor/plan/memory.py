@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from candor.engine.checkpoints import CHECKPOINTS_PER_SEQUENCE, SWA_FULL, checkpoints_kept
 from candor.errors import InvalidParameter
 from candor.gguf_file import GGUFHeader, read_gguf
 from candor.identity import NO_KV_ARCHS, ModelCard
 from candor.plan.compute import compute_peak, graph_shape
-from candor.plan.kv import KV_TYPES, context_sizes, kv_caches
+from candor.plan.kv import KV_TYPES, SWA_CACHE, checkpoint_bytes, context_sizes, kv_caches
 from candor.plan.parts import MemoryPlan, Part
 from candor.plan.shapes import read_shapes
 from candor.plan.weights import repack_types, uses_amx, weight_parts
@@ -18,6 +19,11 @@ DECIDED_BY = (
     "candor's plan (llama.cpp's own fitter, common_fit_params behind llama-server's --fit and "
     "llama_params_fit, lives in llama.cpp's common library, which llama-cpp-python does not expose)"
 )
+
+# What candor's generation contexts use (ContextConfig's defaults), for the callers that plan them: the
+# small sliding-window cache and its checkpoints.
+GENERATION_SWA_FULL = SWA_FULL
+GENERATION_CHECKPOINTS = CHECKPOINTS_PER_SEQUENCE
 
 
 def _llama_cpu_features() -> tuple[str, ...]:
@@ -37,6 +43,7 @@ def memory_plan(
     gpu: bool = False,
     kv_unified: bool = True,
     swa_full: bool = True,
+    checkpoints: int = 0,
     flash_attn: bool = True,
     embeddings: bool = False,
     backend_samplers: bool = False,
@@ -55,7 +62,10 @@ def memory_plan(
         n_batch: tokens per llama_decode; also the micro-batch size.
         gpu_layers: layers to offload (-1: all, the output layer included); 0 keeps everything on the CPU.
         gpu: whether this llama.cpp build has a GPU backend; GPU parts are unverified without one.
-        swa_full: llama.cpp's default: the sliding-window cache holds the whole context.
+        swa_full: llama.cpp's default: the sliding-window cache holds the whole context. candor's
+            generation contexts turn it off (candor.engine.checkpoints.SWA_FULL).
+        checkpoints: context checkpoints kept per sequence at most (ContextConfig.checkpoints), counted
+            where the sliding-window cache is small: copies of one sequence's window, in host memory.
         flash_attn: llama.cpp's "auto" enables it on the CPU and on GPUs that support it.
         embeddings: an embeddings context (adds an embedding row per output).
         backend_samplers: sampler chains run by llama.cpp (adds probabilities and candidates per output).
@@ -99,6 +109,18 @@ def memory_plan(
                     f" x {sizes.n_stream} streams" if sizes.n_stream > 1 else ""
                 )
                 parts.append(Part(cache.name, "kv", device, n, device == "CPU" or gpu, detail))
+    # candor's engine checkpoints a small sliding-window cache of a generation context (engine/context.py)
+    small_swa = [c for c in caches if c.name == SWA_CACHE and not (swa_full or sh.recurrent or embeddings)]
+    if small_swa and checkpoints > 0:
+        one = checkpoint_bytes(sh, small_swa[0], sizes.n_stream)
+        kept = checkpoints_kept(one, checkpoints)
+        parts.append(
+            Part(
+                "context checkpoints", "checkpoints", "CPU", parallel * kept * one, True,
+                f"{parallel} sequences x {kept} checkpoints of {min(sh.n_swa, small_swa[0].cells)} "
+                "sliding-window cells (candor.engine.checkpoints)",
+            )
+        )  # fmt: skip
     peak = compute_peak(
         sh,
         graph_shape(header.tensors),

@@ -13,7 +13,7 @@ class Part:
     """One allocation: what it holds, where, how many bytes, and how that was decided."""
 
     name: str
-    kind: str  # "weights", "kv", "compute" or "output"
+    kind: str  # "weights", "kv", "compute", "output" or "checkpoints"
     device: str  # "CPU" or "GPU"
     bytes: int
     verified: bool  # False: planned for a GPU that this llama.cpp build has no backend for

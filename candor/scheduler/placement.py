@@ -16,7 +16,16 @@ from candor.engine.build_info import gpu_memory
 from candor.engine.cpu_selftest import CpuBuffers, choose_cpu_buffers
 from candor.errors import CandorError
 from candor.identity import read_card
-from candor.plan import MIB, MemoryPlan, available_memory, choose_gpu_layers, hold_weights, memory_plan
+from candor.plan import (
+    GENERATION_CHECKPOINTS,
+    GENERATION_SWA_FULL,
+    MIB,
+    MemoryPlan,
+    available_memory,
+    choose_gpu_layers,
+    hold_weights,
+    memory_plan,
+)
 from candor.scheduler.protocol import RunnerConfig
 
 # Left free on every GPU, as llama-server's --fit leaves 1 GiB by default: the driver, the CUDA graphs and
@@ -64,6 +73,8 @@ def place_layers(config: RunnerConfig, *, extra_buffers: bool = True) -> Placeme
         "n_batch": min(config.batch, config.ctx),
         "n_outputs_max": config.parallel,
         "kv_unified": False,
+        "swa_full": GENERATION_SWA_FULL,
+        "checkpoints": GENERATION_CHECKPOINTS,
         "gpu": bool(gpus),
     }
     try:

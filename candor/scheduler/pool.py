@@ -289,7 +289,7 @@ class ModelPool:
         """Bytes a model will take with `ctx` tokens per slot: the memory plan when available, else the
         weights' size."""
         try:
-            from candor.plan import memory_plan
+            from candor.plan import GENERATION_CHECKPOINTS, GENERATION_SWA_FULL, memory_plan
 
             buffers = choose_cpu_buffers(self.settings.cpu_buffers, self.settings.home)
             return int(
@@ -302,6 +302,8 @@ class ModelPool:
                     n_batch=self.settings.batch,
                     n_outputs_max=self.config.parallel,
                     kv_unified=False,
+                    swa_full=GENERATION_SWA_FULL,
+                    checkpoints=GENERATION_CHECKPOINTS,
                     header=header,
                 ).total
             )

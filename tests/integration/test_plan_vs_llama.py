@@ -173,6 +173,7 @@ def compare(path: Path, log: _Lines) -> list[Comparison]:
                             kv_type=kv_type,
                             cpu_features=features,
                             n_outputs_max=outputs,
+                            swa_full=config.swa_full,
                             extra_buffers=model.cpu_buffers.extra,  # as this machine loads it
                         )
                         results.append(Comparison((ctx, slots, kv_type, outputs), planned(plan), logged))
