@@ -50,8 +50,9 @@ blocks. What stays different, and shows in the per-turn output:
   JSON_NATIVE parser is optional content up to the first `{`, then the call); candor's grammar forces
   the call from the first token. So llama-server's tool turns may spend their max_tokens on text and
   end without a call (the per-turn lines show output tokens, stop reason and calls).
-- candor's Gemma format writes an assistant turn that only called tools as an empty model turn; the
-  template given to llama-server writes the call. So llama-server's prompts are a few tokens longer.
+- Past calls and tool results: candor spells them out as JSON for a format that has no place for them
+  (`{"name", "arguments"}` and `{"tool_response": ...}`); the template given to llama-server writes its
+  own, so the prompts differ by a few tokens.
 - candor sends a tool_use block whole when the call is complete, and with tools given it holds back
   the text of a reply until it knows the reply is not a call (the generic format: a reply that is
   exactly one JSON call is a call); llama-server streams text and a call's arguments as they are
