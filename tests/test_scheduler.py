@@ -164,6 +164,22 @@ def test_a_new_conversation_leaves_another_ones_cache_alone(native: NativeModel)
     eng.close()
 
 
+def test_a_prompt_longer_than_the_context_is_refused_with_how_to_raise_it(native: NativeModel) -> None:
+    eng = engine(native, slots=1, n_ctx=64, per_request=64)
+    long = tuple(native.tokenize("hello " * 100, add_special=True, parse_special=False))
+    event = eng.submit(EngineRequest(1, long, GREEDY))
+    assert event is not None and event.error is not None
+    message = str(event.error)
+    assert f"the prompt is {len(long)} tokens" in message and "loaded with 64 tokens per request" in message
+    assert f"at most {native.n_ctx_train}" in message and "CANDOR_CTX" in message and "num_ctx" in message
+    past = tuple(native.tokenize("hello " * (native.n_ctx_train + 10), add_special=True, parse_special=False))
+    refused = engine(native, slots=1, n_ctx=native.n_ctx_train, per_request=native.n_ctx_train).submit(
+        EngineRequest(2, past, GREEDY)
+    )
+    assert refused is not None and "it was trained for" in str(refused.error)
+    eng.close()
+
+
 def test_cancel_frees_the_slot_at_once(native: NativeModel) -> None:
     eng = engine(native, slots=1)
     prompt = tuple(native.tokenize("hello", add_special=True, parse_special=False))

@@ -83,7 +83,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[str]:
-    proc, url = start_server(home)
+    # a 4096-token context, so that a request asking for more must wait for the model to be idle
+    proc, url = start_server(home, env={"CANDOR_CTX": "4096"})
     yield url
     stop_server(proc)
 

@@ -210,9 +210,10 @@ def test_a_client_that_disconnects_frees_its_slot(server: str) -> None:
 
 
 def test_a_streamed_request_that_fails_before_any_output_gets_its_own_status(server: str) -> None:
-    # The runner refuses a prompt longer than a request may use (4096 tokens by default) before any token:
-    # a streamed answer starts with its first chunk, so the error gets a 400, not a 200 and an error line.
-    too_long = "word " * 6000
+    # The runner refuses a prompt longer than a request may use (the default model's 32,768 tokens) before
+    # any token: a streamed answer starts with its first chunk, so the error gets a 400, not a 200 and an
+    # error line.
+    too_long = "word " * 34_000
     with pytest.raises(ollama.ResponseError) as refused:
         list(ollama.Client(host=server).generate(model=MODEL, prompt=too_long, stream=True))
     assert refused.value.status_code == 400 and "shorten the prompt" in str(refused.value)
