@@ -85,7 +85,7 @@ from typing import Any
 
 import anthropic
 import httpx
-from harness import document, find_llama_tools, free_port, spread, tools_build, wait_ready
+from harness import document, find_llama_tools, free_port, spread, stop, tools_build, wait_ready
 
 from candor.store import Store
 
@@ -317,12 +317,7 @@ def serving(cmd: list[str], env: dict[str, str] | None, url: str, ready: str, lo
             wait_ready(url, ready)
             yield
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def server_command(

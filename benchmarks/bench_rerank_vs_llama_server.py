@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import find_llama_tools, free_port, wait_ready
+from harness import find_llama_tools, free_port, stop, wait_ready
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from gguf_reranker import write_tiny_reranker  # the tests' fixture writer
@@ -51,16 +51,6 @@ def start(cmd: list[str], url: str, ready: str, env: dict[str, str] | None = Non
         stop(proc)
         raise
     return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a server; kill it if it lingers."""
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def ranking(url: str, body: dict[str, Any]) -> list[tuple[int, float]]:

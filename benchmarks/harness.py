@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import socket
 import statistics
+import subprocess
 import time
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server; kill it if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_ready(url: str, path: str, timeout: float = 180) -> None:
