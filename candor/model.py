@@ -24,7 +24,7 @@ from candor.plan import (
     hold_weights,
     memory_plan,
 )
-from candor.plan.context_size import ContextChoice, context_for, default_budget
+from candor.plan.context_size import ContextChoice, chosen_context, default_budget, fit_context
 from candor.preflight import checked_card
 from candor.prompt import ChatFormat, choose_chat_format, render_chat, with_default_system
 from candor.store import Store, StoreEntry
@@ -96,11 +96,11 @@ class Model:
     def _size_context(self, asked: int | None, batch: int) -> ContextChoice:
         """As asked (capped at the training context), else the longest one sequence fits in the budget."""
         trained = self._native.n_ctx_train if self._native.n_ctx_train > 0 else None
-        if asked is not None:
-            return context_for(asked, trained, lambda n: 0, 0)
-        header = read_gguf(self.path)
-        return context_for(
-            None,
+        chosen = chosen_context(asked, trained)
+        if chosen is not None:
+            return chosen
+        header = read_gguf(self.path)  # only to plan: the auto context weighs plans of several lengths
+        return fit_context(
             trained,
             lambda n: (
                 memory_plan(
